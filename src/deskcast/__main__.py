@@ -1,0 +1,3 @@
+from deskcast.cli import run
+
+run()

@@ -1,0 +1,312 @@
+"""The ``deskcast`` command line: a thin layer over the packages, testable as ``main(argv)``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+from deskcast import __version__, config
+from deskcast.errors import DeskcastError, EndpointError
+from deskcast.media import AudioFormat, SampleFormat
+
+logger = logging.getLogger("deskcast")
+
+PROG = "deskcast"
+DESCRIPTION = """Send this desktop's audio anywhere: the speakers, a file, another computer or a
+browser. Sources and sinks are short URIs: pulse[:NAME], alsa:DEVICE, file:PATH, tone[:FREQ],
+noise, sweep, silence, demo, desktop, - (stdin/stdout), null (sink)."""
+
+
+class _OneLineFormatter(logging.Formatter):
+    """``deskcast: error: …`` — one line per message; tracebacks only when asked for."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = f"{PROG}: {record.levelname.lower()}: {record.getMessage()}"
+        if record.exc_info and record.levelno >= logging.ERROR:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+def setup_logging(verbosity: int, stream: TextIO | None = None) -> None:
+    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(_OneLineFormatter())
+    root = logging.getLogger("deskcast")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="count", default=0,
+                        help="say more (-vv: debug output and tracebacks)")
+    common.add_argument("--debug", action="store_true",
+                        help="debug output, and a traceback with every error")
+    common.add_argument("--config", metavar="PATH",
+                        help="settings file (default: $XDG_CONFIG_HOME/deskcast/config.toml)")
+
+    parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION, parents=[common])
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("devices", parents=[common], help="list sources and sinks",
+                       description="List the sound server's and ALSA's sources and sinks, "
+                       "marking the defaults and the hub.")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("play", parents=[common], help="play any source to any sink",
+                       description="Play SOURCE to SINK in this process (like alsaloop), with a "
+                       "level meter on a terminal. Ctrl-C or SIGTERM stops it cleanly: files "
+                       "are always left complete and valid.")
+    p.add_argument("source_uri", nargs="?", metavar="SOURCE",
+                   help="where audio comes from (default: desktop)")
+    p.add_argument("sink_uri", nargs="?", metavar="SINK",
+                   help="where audio goes (default: pulse, the speakers)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no level meter")
+    config.add_arguments(p, ["play", "audio"])
+
+    p = sub.add_parser("hub", parents=[common], help="set up the desktop audio hub",
+                       description="The hub is where all desktop audio is mixed so that "
+                       "deskcast can capture it.")
+    p.add_argument("action", choices=("setup", "status", "remove"),
+                   help="setup: create the hub and send all audio into it; status: show it; "
+                   "remove: undo setup")
+    p.add_argument("--force", action="store_true",
+                   help="alsa: write the configuration even if snd-aloop is not loaded")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    config.add_arguments(p, ["hub"])
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    verbosity = 2 if args.debug else args.verbose
+    setup_logging(verbosity)
+    if not args.command:
+        parser.print_help()
+        return 0
+    try:
+        return COMMANDS[args.command](args)
+    except DeskcastError as err:
+        if verbosity >= 2:
+            logger.exception("%s", err)
+        else:
+            logger.error("%s", err)
+        return err.exit_status
+    except KeyboardInterrupt:
+        return 130
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+def _settings(args: argparse.Namespace, sections: Sequence[str]) -> config.Settings:
+    if args.config:
+        path = Path(args.config).expanduser()
+        values = config.load_file(path, required=True)
+    else:
+        path = config.default_config_path()
+        values = config.load_file(path, required=False)
+    return config.merge(sections, values, vars(args), file_origin=str(path))
+
+
+def _audio_format(s: config.Settings) -> AudioFormat:
+    return AudioFormat(s.rate, s.channels, SampleFormat.parse(s.sample_format))
+
+
+# --- devices ---------------------------------------------------------------------------------
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    from deskcast import soundserver
+    from deskcast.alsa import device_names
+
+    s = _settings(args, ["hub"])
+    report: dict[str, Any] = {"pulse": None, "alsa": {}}
+    try:
+        with soundserver.connect() as pulse:
+            report["pulse"] = {
+                "server": soundserver.describe(pulse),
+                "sources": [asdict(d) for d in soundserver.sources(pulse, s.sink_name)],
+                "sinks": [asdict(d) for d in soundserver.sinks(pulse, s.sink_name)],
+            }
+    except DeskcastError as err:
+        report["pulse_error"] = str(err)
+    report["alsa"] = {"capture": device_names(capture=True),
+                      "playback": device_names(capture=False)}
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    out = []
+    if report["pulse"]:
+        pa = report["pulse"]
+        out.append(f"{pa['server']}  (* default, [hub] the deskcast hub)")
+        for kind in ("sources", "sinks"):
+            out.append(f"  {kind}:")
+            for d in pa[kind]:
+                mark = "*" if d["is_default"] else " "
+                hub = " [hub]" if d["is_hub"] else ""
+                out.append(f"  {mark} {'pulse:' + d['name']:<44} {d['description']}{hub}")
+    else:
+        out.append(f"PulseAudio/PipeWire: {report['pulse_error']}")
+    out.append("ALSA:")
+    for kind in ("capture", "playback"):
+        names = report["alsa"][kind]
+        out.append(f"  {kind}: " + (", ".join(f"alsa:{n}" for n in names) or "none"))
+    out.append("Also: file:PATH, tone[:FREQ], noise[:SEED], sweep[:F1-F2], silence, demo, "
+               "desktop, - (stdin/stdout), null")
+    print("\n".join(out))
+    return 0
+
+
+# --- play ------------------------------------------------------------------------------------
+
+def cmd_play(args: argparse.Namespace) -> int:
+    from deskcast.capture import make_source
+    from deskcast.capture.pulse import PulseSource
+    from deskcast.meter import Meter
+    from deskcast.playback import make_sink
+    from deskcast.playback.pulse import PulseSink
+    from deskcast.pump import Pump, PumpStats
+
+    s = _settings(args, ["play", "audio", "hub"])
+    fmt = _audio_format(s)
+    block_frames = fmt.frames_for_ms(s.block_ms)
+    source_uri = args.source_uri or s.source
+    sink_uri = args.sink_uri or s.sink
+    source = make_source(source_uri, fmt, block_frames, hub_name=s.sink_name,
+                         buffer_ms=s.buffer_ms)
+    sink = make_sink(sink_uri, fmt, block_frames, hub_name=s.sink_name, buffer_ms=s.buffer_ms)
+    max_frames = None if s.duration is None else round(s.duration * fmt.rate)
+    show_meter = not args.quiet and sys.stderr.isatty()
+
+    with source:
+        if isinstance(source, PulseSource) and isinstance(sink, PulseSink):
+            target = sink.resolve()
+            if source.monitor_of == target:
+                raise EndpointError(
+                    f"{source.name} is the monitor of {target}: playing it to {target} would "
+                    "feed it back into itself; run `deskcast hub setup` first or name another "
+                    "sink (see `deskcast devices`)"
+                )
+        with sink:
+            logger.info("playing %s -> %s (%s, %d-frame blocks)", source.name, sink.name, fmt,
+                        block_frames)
+            pump = Pump(source, sink, max_frames=max_frames, rtprio=s.rtprio,
+                        meter=show_meter)
+            meter = Meter(sys.stderr) if show_meter else None
+
+            def tick(stats: PumpStats) -> None:
+                if meter is not None and stats.peak_db:
+                    meter.update(fmt.seconds(stats.frames), stats.peak_db, stats.rms_db)
+
+            with _stop_on_signals(pump.stop_event.set):
+                try:
+                    stats = pump.run(tick)
+                finally:
+                    if meter is not None:
+                        meter.finish()
+    logger.info("%s after %.2f s of audio (%s)", "finished", fmt.seconds(stats.frames),
+                stats.ended)
+    return 0
+
+
+class _stop_on_signals:  # noqa: N801 - used like a function
+    """SIGINT/SIGTERM call ``stop`` (a clean finish); a second SIGINT interrupts for real."""
+
+    def __init__(self, stop: Callable[[], None]) -> None:
+        self.stop = stop
+        self.hits = 0
+        self.saved: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
+        self.hits += 1
+        if self.hits > 1 and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.stop()
+
+    def __enter__(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.saved[sig] = signal.signal(sig, self._handler)
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)
+
+
+# --- hub -------------------------------------------------------------------------------------
+
+def cmd_hub(args: argparse.Namespace) -> int:
+    from deskcast.hub import pick_backend
+
+    s = _settings(args, ["hub"])
+    backend = pick_backend(s.backend)
+    result: Any
+    if backend == "pulse":
+        from deskcast.hub import pulse as pulse_hub
+
+        action = {"setup": pulse_hub.setup, "status": pulse_hub.status,
+                  "remove": pulse_hub.remove}[args.action]
+        result = action(s.sink_name)
+    else:
+        from deskcast.hub import alsa as alsa_hub
+
+        path = Path(s.asoundrc).expanduser()
+        if args.action == "setup":
+            result = alsa_hub.setup(path, force=args.force)
+        elif args.action == "status":
+            result = alsa_hub.status(path)
+        else:
+            result = alsa_hub.remove(path)
+    if args.json:
+        print(json.dumps(asdict(result), indent=2))
+        return 0
+    print(_describe_hub(result, args.action))
+    return 0
+
+
+def _describe_hub(st: Any, action: str) -> str:
+    lines: list[str] = []
+    if st.backend == "pulse":
+        if st.exists:
+            state = "the default sink" if st.is_default else "NOT the default sink"
+            lines.append(f"hub: pulse:{st.name} on {st.server}, {state}")
+            lines.append(f"  capture it with: deskcast play pulse:{st.monitor} SINK")
+            lines.append("  playing into it: " + (", ".join(st.streams) or "nothing right now"))
+            if st.previous_default:
+                lines.append(f"  speakers (previous default): pulse:{st.previous_default}")
+        else:
+            lines.append(f"hub: none on {st.server}" + (" (removed)" if action == "remove" else
+                                                         " — create it with `deskcast hub setup`"))
+    elif st.exists:
+        lines.append(f"hub: ALSA loopback, configured in {st.config}")
+        lines.append(f"  capture it with: deskcast play alsa:{st.name} SINK")
+        lines.append("  snd-aloop: " + ("loaded" if st.module_loaded else "NOT loaded"))
+        if st.backup:
+            lines.append(f"  your original file is saved as {st.backup}")
+    else:
+        lines.append(f"hub: not configured in {st.config}" + (" (removed)" if action ==
+                     "remove" else " — create it with `deskcast hub setup --backend alsa`"))
+    lines.extend(f"  note: {n}" for n in st.notes)
+    return "\n".join(lines)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "devices": cmd_devices,
+    "play": cmd_play,
+    "hub": cmd_hub,
+}

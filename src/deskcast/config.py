@@ -1,0 +1,229 @@
+"""Every setting in one place: its unit, its default and the reason for that default.
+
+Settings come from three layers, later ones winning:
+
+1. the defaults below;
+2. the config file, ``~/.config/deskcast/config.toml`` (``$XDG_CONFIG_HOME``, ``$DESKCAST_CONFIG``
+   or ``--config PATH``), one TOML table per section::
+
+       [audio]
+       buffer_ms = 60
+
+       [play]
+       source = "pulse:hub.monitor"
+
+3. command-line flags, which are the option names with dashes (``--buffer-ms 60``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from deskcast.errors import ConfigError
+
+Value = int | float | str | bool | None
+
+
+@dataclass(frozen=True)
+class Option:
+    section: str
+    name: str
+    type: type
+    default: Value
+    help: str
+    short: str | None = None
+    choices: tuple[str, ...] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def check(self, value: Any, origin: str) -> Value:
+        """Coerce and validate ``value``; ``origin`` says where it came from for the error."""
+        if value is None:
+            return None
+        where = f"{origin}: {self.section}.{self.name}" if origin != "command line" else self.flag
+        if self.type is bool:
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where} must be true or false, not {value!r}")
+            return value
+        try:
+            if self.type is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            if isinstance(value, bool):
+                raise ValueError
+            coerced = self.type(value)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"{where} must be {_type_name(self.type)}, not {value!r}"
+            ) from None
+        if self.choices is not None and coerced not in self.choices:
+            raise ConfigError(f"{where} must be one of {', '.join(self.choices)}, not {value!r}")
+        if self.minimum is not None and coerced < self.minimum:
+            raise ConfigError(f"{where} must be at least {self.minimum:g}, not {value!r}")
+        if self.maximum is not None and coerced > self.maximum:
+            raise ConfigError(f"{where} must be at most {self.maximum:g}, not {value!r}")
+        return coerced  # type: ignore[no-any-return]
+
+
+def _type_name(t: type) -> str:
+    return {int: "a whole number", float: "a number", str: "text"}.get(t, t.__name__)
+
+
+OPTIONS: tuple[Option, ...] = (
+    # [audio]: the PCM format and device behaviour shared by every command that moves audio.
+    Option("audio", "rate", int, 48000,
+           "sample rate in Hz (48000: Opus' native rate and what the snd-aloop hub is fixed to)",
+           minimum=8000, maximum=384000),
+    Option("audio", "channels", int, 2, "channels (2: desktop audio is stereo)",
+           minimum=1, maximum=8),
+    Option("audio", "sample_format", str, "s16le",
+           "sample encoding (s16le: what the hub, trx and every sound server speak natively)",
+           choices=("s16le", "s32le", "f32le")),
+    Option("audio", "block_ms", float, 10.0,
+           "block size in ms (10: small enough for low delay, large enough that Python's "
+           "per-block work stays under 1% of a core)", minimum=1.0, maximum=1000.0),
+    Option("audio", "buffer_ms", float, 40.0,
+           "device buffer in ms (40: rides out scheduler hiccups on a loaded 2-core machine; "
+           "lower it for less delay, raise it if you hear clicks)", minimum=2.0, maximum=5000.0),
+    Option("audio", "rtprio", int, 80,
+           "SCHED_FIFO priority of audio threads, 0 for none (80: what trx asks for)",
+           minimum=0, maximum=99),
+    # [play]
+    Option("play", "source", str, "desktop",
+           "where audio comes from (desktop: the hub if set up, else what you are hearing)"),
+    Option("play", "sink", str, "pulse",
+           "where audio goes (pulse: this machine's speakers)"),
+    Option("play", "duration", float, None,
+           "stop after this many seconds (default: run until Ctrl-C or the source ends)",
+           short="-t", minimum=0.0),
+    # [hub]
+    Option("hub", "sink_name", str, "deskcast",
+           "name of the PulseAudio/PipeWire null sink that mixes all desktop audio"),
+    Option("hub", "backend", str, "auto",
+           "pulse (PulseAudio/PipeWire), alsa (snd-aloop + ~/.asoundrc) or auto (pulse when a "
+           "sound server answers)", choices=("auto", "pulse", "alsa")),
+    Option("hub", "asoundrc", str, "~/.asoundrc",
+           "ALSA config file the alsa hub writes its fragment into"),
+)
+
+SECTIONS: dict[str, tuple[Option, ...]] = {}
+for _opt in OPTIONS:
+    SECTIONS[_opt.section] = (*SECTIONS.get(_opt.section, ()), _opt)
+
+
+def default_config_path(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    if env.get("DESKCAST_CONFIG"):
+        return Path(env["DESKCAST_CONFIG"]).expanduser()
+    base = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "deskcast" / "config.toml"
+
+
+def load_file(path: Path, *, required: bool) -> dict[str, dict[str, Value]]:
+    """Read and validate a config file; a missing default file is an empty config."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        if required:
+            raise ConfigError(f"config file {path} does not exist") from None
+        return {}
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"config file {path} is not valid TOML: {err}") from None
+    return validate(data, str(path))
+
+
+def validate(data: Mapping[str, Any], origin: str) -> dict[str, dict[str, Value]]:
+    out: dict[str, dict[str, Value]] = {}
+    for section, table in data.items():
+        if section not in SECTIONS:
+            raise ConfigError(
+                f"{origin}: unknown section [{section}]; known: {', '.join(SECTIONS)}"
+            )
+        if not isinstance(table, dict):
+            raise ConfigError(f"{origin}: [{section}] must be a table of settings")
+        options = {o.name: o for o in SECTIONS[section]}
+        for key, value in table.items():
+            if key not in options:
+                raise ConfigError(
+                    f"{origin}: unknown setting {section}.{key}; [{section}] takes "
+                    f"{', '.join(options)}"
+                )
+            out.setdefault(section, {})[key] = options[key].check(value, origin)
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser, sections: Iterable[str],
+                  skip: Iterable[str] = ()) -> None:
+    """Add a flag for every option of ``sections``; defaults stay None so layers can merge."""
+    skipped = set(skip)
+    for section in sections:
+        group = parser.add_argument_group(f"[{section}] settings")
+        for opt in SECTIONS[section]:
+            if opt.name in skipped:
+                continue
+            flags = [opt.flag] + ([opt.short] if opt.short else [])
+            default = "" if opt.default is None else f" (default {opt.default})"
+            if opt.type is bool:
+                group.add_argument(*flags, dest=opt.name, default=None,
+                                   action=argparse.BooleanOptionalAction,
+                                   help=opt.help + default)
+            else:
+                group.add_argument(*flags, dest=opt.name, default=None, metavar=_metavar(opt),
+                                   help=opt.help + default)
+
+
+def _metavar(opt: Option) -> str:
+    if opt.choices:
+        return "{" + ",".join(opt.choices) + "}"
+    return opt.name.rsplit("_", 1)[-1].upper() if opt.name.endswith("_ms") else opt.name.upper()
+
+
+class Settings:
+    """The merged settings of one command: ``settings.buffer_ms``, ``settings.source`` …"""
+
+    def __init__(self, values: dict[str, Value], origins: dict[str, str]) -> None:
+        self._values = values
+        self.origins = origins
+        """For each setting: 'default', the config file path, or 'command line'."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def as_dict(self) -> dict[str, Value]:
+        return dict(self._values)
+
+
+def merge(sections: Iterable[str], file_values: Mapping[str, Mapping[str, Value]],
+          cli: Mapping[str, Any], file_origin: str = "config file") -> Settings:
+    """Defaults, then the config file, then the command line."""
+    values: dict[str, Value] = {}
+    origins: dict[str, str] = {}
+    for section in sections:
+        from_file = file_values.get(section, {})
+        for opt in SECTIONS[section]:
+            if cli.get(opt.name) is not None:
+                values[opt.name] = opt.check(cli[opt.name], "command line")
+                origins[opt.name] = "command line"
+            elif opt.name in from_file:
+                values[opt.name] = from_file[opt.name]
+                origins[opt.name] = file_origin
+            else:
+                values[opt.name] = opt.default
+                origins[opt.name] = "default"
+    return Settings(values, origins)

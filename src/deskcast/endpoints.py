@@ -1,0 +1,167 @@
+"""Short URIs that name where audio comes from (sources) and goes to (sinks).
+
+Written the same everywhere: on the command line, in the config file and in the API::
+
+    pulse[:NAME]      PulseAudio/PipeWire source or sink (default: the desktop mix / default sink)
+    alsa:DEVICE       an ALSA PCM: alsa:hubcap, alsa:hw:Loopback,1,0, alsa:pulse:hub.monitor
+    file:PATH         any file ffmpeg reads (source) / .wav .flac .raw (sink)
+    tone[:FREQ]       a sine tone (Hz, default 440); also silence, noise[:SEED], sweep[:F1-F2]
+    demo              a short chime that repeats: what plays when there is nothing else
+    desktop           what this machine is hearing: the hub, else the default sink's monitor
+    -                 raw PCM on stdin (source) / stdout (sink)
+    null              discard (sink)
+
+Options follow a ``?``: ``file:song.mp3?loop``, ``tone:1000?level=-6``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from deskcast.errors import EndpointError
+
+
+class Direction(enum.Enum):
+    SOURCE = "source"
+    SINK = "sink"
+
+
+# scheme -> options it accepts (name -> one-line description), per direction.
+_SOURCE_SCHEMES: dict[str, dict[str, str]] = {
+    "pulse": {},
+    "alsa": {},
+    "file": {"loop": "start again at the end", "pace": "0 to read as fast as possible"},
+    "tone": {"level": "dBFS (default -12)"},
+    "silence": {},
+    "noise": {"level": "dBFS (default -12)"},
+    "sweep": {"level": "dBFS (default -12)", "seconds": "length of one sweep (default 5)"},
+    "demo": {"level": "dBFS (default -12)"},
+    "desktop": {},
+    "stdin": {},
+}
+_SINK_SCHEMES: dict[str, dict[str, str]] = {
+    "pulse": {},
+    "alsa": {},
+    "file": {},
+    "stdout": {},
+    "null": {},
+}
+_BARE = {"desktop", "demo", "null", "silence", "tone", "noise", "sweep", "pulse"}
+AUDIO_EXTENSIONS = {
+    ".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".wma", ".aif", ".aiff",
+    ".mka", ".webm", ".mp4", ".mkv", ".raw",
+}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A parsed source or sink URI."""
+
+    scheme: str
+    target: str = ""
+    options: Mapping[str, str] = field(default_factory=dict)
+    direction: Direction = Direction.SOURCE
+
+    def __str__(self) -> str:
+        if self.scheme in ("stdin", "stdout"):
+            return "-"
+        text = self.scheme + (f":{self.target}" if self.target else "")
+        if self.options:
+            text += "?" + "&".join(k if v == "" else f"{k}={v}" for k, v in self.options.items())
+        return text
+
+    def flag(self, name: str) -> bool:
+        """A boolean option: present without value, or 1/yes/true/on."""
+        if name not in self.options:
+            return False
+        return self.options[name].lower() in ("", "1", "yes", "true", "on")
+
+    def number(self, name: str, default: float) -> float:
+        if name not in self.options:
+            return default
+        try:
+            return float(self.options[name])
+        except ValueError:
+            raise EndpointError(
+                f"{self}: option {name}={self.options[name]!r} is not a number"
+            ) from None
+
+
+def parse(text: str, direction: Direction) -> Endpoint:
+    """Parse a source or sink URI; raise :class:`EndpointError` with a one-line hint."""
+    kind = direction.value
+    schemes = _SOURCE_SCHEMES if direction is Direction.SOURCE else _SINK_SCHEMES
+    text = text.strip()
+    if not text:
+        raise EndpointError(f"empty {kind}: give a {kind} such as {_examples(direction)}")
+    if text == "-":
+        scheme = "stdin" if direction is Direction.SOURCE else "stdout"
+        return Endpoint(scheme, "", {}, direction)
+
+    body, opts = _split_options(text)
+    scheme, sep, target = body.partition(":")
+    if scheme not in schemes:
+        if _looks_like_path(body):
+            scheme, sep, target = "file", ":", body
+        elif scheme in _SOURCE_SCHEMES or scheme in _SINK_SCHEMES:
+            raise EndpointError(f"{text!r} cannot be a {kind}: use {_examples(direction)}")
+        else:
+            raise EndpointError(
+                f"unknown {kind} {text!r}: use {_examples(direction)} "
+                f"(known: {', '.join(_visible(schemes))})"
+            )
+    if not sep and scheme not in _BARE:
+        raise EndpointError(f"{kind} {text!r} needs a name after '{scheme}:', e.g. "
+                            f"{_example(scheme, direction)}")
+    if sep and not target and scheme != "pulse":
+        raise EndpointError(f"{kind} {text!r} has nothing after the colon, e.g. "
+                            f"{_example(scheme, direction)}")
+    allowed = schemes[scheme]
+    for name in opts:
+        if name not in allowed:
+            hint = (
+                "accepted: " + ", ".join(f"{k} ({v})" for k, v in allowed.items())
+                if allowed else "it takes no options"
+            )
+            raise EndpointError(f"{kind} {text!r}: unknown option {name!r}; {hint}")
+    return Endpoint(scheme, target, opts, direction)
+
+
+def _split_options(text: str) -> tuple[str, dict[str, str]]:
+    body, sep, query = text.partition("?")
+    opts: dict[str, str] = {}
+    if sep:
+        for item in query.split("&"):
+            if not item:
+                continue
+            key, _, value = item.partition("=")
+            opts[key.strip()] = value.strip()
+    return body, opts
+
+
+def _looks_like_path(body: str) -> bool:
+    return "/" in body or Path(body).suffix.lower() in AUDIO_EXTENSIONS
+
+
+def _visible(schemes: Mapping[str, object]) -> list[str]:
+    return ["-" if s in ("stdin", "stdout") else s for s in schemes]
+
+
+def _example(scheme: str, direction: Direction) -> str:
+    return {
+        "alsa": "alsa:hubcap" if direction is Direction.SOURCE else "alsa:default",
+        "file": "file:music.flac" if direction is Direction.SOURCE else "file:out.wav",
+        "tone": "tone:440",
+        "noise": "noise:7",
+        "sweep": "sweep:20-20000",
+        "pulse": "pulse:hub.monitor" if direction is Direction.SOURCE else "pulse:speakers",
+    }.get(scheme, scheme)
+
+
+def _examples(direction: Direction) -> str:
+    if direction is Direction.SOURCE:
+        return "pulse, pulse:NAME.monitor, alsa:hubcap, file:song.mp3, tone:440 or -"
+    return "pulse, pulse:NAME, alsa:default, file:out.wav, null or -"

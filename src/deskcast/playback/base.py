@@ -1,0 +1,50 @@
+"""The :class:`Sink` interface every playback backend implements."""
+
+from __future__ import annotations
+
+import abc
+from types import TracebackType
+from typing import Self
+
+from deskcast.endpoints import Endpoint
+from deskcast.media import AudioFormat, PcmBlock
+
+
+class SinkClosedError(Exception):
+    """The consumer went away (e.g. a closed stdout pipe): stop feeding this sink."""
+
+
+class Sink(abc.ABC):
+    """PCM out: accepts blocks in ``fmt``; a device sink blocks while its buffer is full."""
+
+    clocked = False
+    """True when a sound card / sound server clock paces ``write()``."""
+
+    def __init__(self, endpoint: Endpoint, fmt: AudioFormat, block_frames: int) -> None:
+        self.endpoint = endpoint
+        self.fmt = fmt
+        self.block_frames = block_frames
+        self.underruns = 0
+        """Times the device ran dry because we wrote too late."""
+
+    @property
+    def name(self) -> str:
+        return str(self.endpoint)
+
+    def open(self) -> None:  # noqa: B027 - optional hook
+        """Acquire the device or create the file; raise DeskcastError with a one-line reason."""
+
+    @abc.abstractmethod
+    def write(self, block: PcmBlock) -> None:
+        """Queue one block; raise SinkClosedError when the consumer is gone."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Play out or finalise what was written (files stay valid) and release; idempotent."""
+
+    def __enter__(self) -> Self:
+        self.open()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

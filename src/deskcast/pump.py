@@ -1,0 +1,121 @@
+"""The in-process loop from one source to one sink (the ``alsaloop`` of the original set-up).
+
+An audio thread reads blocks and writes them on; the calling thread only supervises: it watches
+for a stop request, draws the meter and, at the end, closes the sink so files are always valid.
+Nothing blocking runs between the read and the write except the level computation (cheap numpy
+on one block).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from deskcast import realtime
+from deskcast.capture.base import Source
+from deskcast.media import levels_db
+from deskcast.playback.base import Sink, SinkClosedError
+
+logger = logging.getLogger(__name__)
+
+STOP_GRACE_S = 2.0
+"""How long to wait for the audio thread after a stop (a device read returns within a block)."""
+
+
+@dataclass
+class PumpStats:
+    frames: int = 0
+    blocks: int = 0
+    started: float = field(default_factory=time.monotonic)
+    peak_db: list[float] = field(default_factory=list)
+    rms_db: list[float] = field(default_factory=list)
+    ended: str = ""
+    """Why the loop ended: 'duration', 'source ended', 'sink closed', 'stopped', 'error'."""
+
+
+class Pump:
+    def __init__(self, source: Source, sink: Sink, *, max_frames: int | None = None,
+                 rtprio: int = 0, meter: bool = True) -> None:
+        self.source = source
+        self.sink = sink
+        self.max_frames = max_frames
+        self.rtprio = rtprio
+        self.meter = meter
+        self.stats = PumpStats()
+        self.stop_event = threading.Event()
+        self.error: BaseException | None = None
+        self._sink_lock = threading.Lock()
+        self._sink_closed = False
+        self._thread = threading.Thread(target=self._run, name="deskcast-audio", daemon=True)
+
+    def _run(self) -> None:
+        realtime.request(self.rtprio)
+        stats = self.stats
+        try:
+            while not self.stop_event.is_set():
+                block = self.source.read()
+                if block is None:
+                    stats.ended = "source ended"
+                    break
+                if self.max_frames is not None and stats.frames + block.frames >= self.max_frames:
+                    keep = self.max_frames - stats.frames
+                    block = type(block)(block.data[: keep * block.fmt.frame_bytes], block.fmt,
+                                        block.pts)
+                    stats.ended = "duration"
+                with self._sink_lock:
+                    if self._sink_closed:
+                        break
+                    if block.frames:
+                        self.sink.write(block)
+                stats.frames += block.frames
+                stats.blocks += 1
+                if self.meter:
+                    stats.peak_db, stats.rms_db = levels_db(block)
+                if stats.ended:
+                    break
+        except SinkClosedError as err:
+            stats.ended = "sink closed"
+            logger.info("%s", err)
+        except BaseException as err:
+            stats.ended = "error"
+            self.error = err
+        finally:
+            self.stop_event.set()
+
+    def run(self, tick: Callable[[PumpStats], None] | None = None,
+            tick_s: float = 0.1) -> PumpStats:
+        """Open nothing (the caller opened source and sink), pump until done, close the sink.
+
+        Raises what the audio thread raised (DeskcastError for device problems).
+        """
+        self.stats.started = time.monotonic()
+        self._thread.start()
+        try:
+            while not self.stop_event.wait(tick_s):
+                if tick is not None:
+                    tick(self.stats)
+        finally:
+            self.stop()
+        if tick is not None:
+            tick(self.stats)
+        if self.error is not None:
+            raise self.error
+        return self.stats
+
+    def stop(self) -> None:
+        """Stop the loop (from a signal handler or another thread) and finalise the sink."""
+        if not self.stats.ended:
+            self.stats.ended = "stopped"
+        self.stop_event.set()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(STOP_GRACE_S)
+            if self._thread.is_alive():
+                logger.warning("the source did not return within %.0f s; closing anyway",
+                               STOP_GRACE_S)
+        with self._sink_lock:
+            if not self._sink_closed:
+                self._sink_closed = True
+                self.sink.close()

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from deskcast import config
+from deskcast.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "config.toml"
+    p.write_text(text)
+    return p
+
+
+def test_defaults_then_file_then_cli(tmp_path: Path) -> None:
+    path = write(tmp_path, '[audio]\nbuffer_ms = 60\nrtprio = 10\n[play]\nsource = "tone:1000"\n')
+    values = config.load_file(path, required=True)
+    s = config.merge(["audio", "play"], values, {"rtprio": "20", "sink": None})
+    assert s.buffer_ms == 60.0 and s.origins["buffer_ms"] == "config file"
+    assert s.rtprio == 20 and s.origins["rtprio"] == "command line"
+    assert s.source == "tone:1000"
+    assert s.sink == "pulse" and s.origins["sink"] == "default"
+    assert s.rate == 48000
+
+
+def test_missing_default_file_is_empty_but_missing_named_file_is_an_error(tmp_path: Path) -> None:
+    assert config.load_file(tmp_path / "none.toml", required=False) == {}
+    with pytest.raises(ConfigError, match="does not exist"):
+        config.load_file(tmp_path / "none.toml", required=True)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[audio\n", "not valid TOML"),
+        ("[sound]\nx = 1\n", r"unknown section \[sound\]; known: audio, play, hub"),
+        ("[audio]\nbuffer = 5\n", r"unknown setting audio.buffer; \[audio\] takes rate"),
+        ("[audio]\nrate = 'fast'\n", "audio.rate must be a whole number"),
+        ("[audio]\nrate = 100\n", "audio.rate must be at least 8000"),
+        ("[audio]\nsample_format = 'u8'\n", "must be one of s16le, s32le, f32le"),
+        ("[audio]\nrtprio = 1.5\n", "whole number"),
+        ("audio = 3\n", r"\[audio\] must be a table"),
+    ],
+)
+def test_bad_files(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config.load_file(write(tmp_path, text), required=True)
+
+
+def test_bad_cli_value_names_the_flag() -> None:
+    with pytest.raises(ConfigError, match="--buffer-ms must be a number"):
+        config.merge(["audio"], {}, {"buffer_ms": "lots"})
+
+
+def test_config_path_follows_xdg(tmp_path: Path) -> None:
+    env = {"XDG_CONFIG_HOME": str(tmp_path)}
+    assert config.default_config_path(env) == tmp_path / "deskcast" / "config.toml"
+    assert config.default_config_path({"DESKCAST_CONFIG": "/x.toml"}) == Path("/x.toml")
+
+
+def test_every_option_explains_its_default() -> None:
+    for opt in config.OPTIONS:
+        assert len(opt.help) > 15, opt.name
+        if opt.name.endswith("_ms"):
+            assert opt.type is float

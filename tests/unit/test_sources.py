@@ -1,0 +1,202 @@
+"""Self-paced sources with a fake clock, and the file source on real files."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from deskcast.capture import make_source
+from deskcast.capture.base import Pacer
+from deskcast.capture.file import FileSource
+from deskcast.capture.stdin import StdinSource
+from deskcast.capture.tone import ToneSource
+from deskcast.endpoints import Direction, parse
+from deskcast.errors import EndpointError
+from deskcast.media import AudioFormat, PcmBlock
+
+FMT = AudioFormat()
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, s: float) -> None:
+        self.sleeps.append(s)
+        self.now += s
+
+
+def test_pacer_releases_frames_at_real_time() -> None:
+    clock = FakeClock()
+    pacer = Pacer(48000, clock=clock, sleep=clock.sleep)
+    for n in range(0, 48000 * 3 + 1, 480):
+        pacer.wait(n)
+    assert clock.now == pytest.approx(103.0)
+
+
+def test_pacer_restarts_after_a_long_stall_instead_of_bursting() -> None:
+    clock = FakeClock()
+    pacer = Pacer(48000, max_lag_s=1.0, clock=clock, sleep=clock.sleep)
+    pacer.wait(0)
+    clock.now += 5.0  # the machine froze
+    pacer.wait(480)
+    assert pacer.resyncs == 1
+    pacer.wait(960)
+    assert clock.sleeps[-1] == pytest.approx(0.01)
+
+
+def spectrum_peak(x: np.ndarray, rate: int) -> float:
+    mag = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    return float(np.argmax(mag) * rate / len(x))
+
+
+def source(uri: str, clock: FakeClock, block_frames: int = 480) -> ToneSource:
+    return ToneSource(parse(uri, Direction.SOURCE), FMT, block_frames,
+                      pacer=Pacer(FMT.rate, clock=clock, sleep=clock.sleep))
+
+
+def read_seconds(src: ToneSource, seconds: float) -> np.ndarray:
+    blocks = [src.read() for _ in range(round(seconds * FMT.rate / src.block_frames))]
+    return np.concatenate([b.as_float() for b in blocks])
+
+
+@pytest.mark.parametrize("freq", [440.0, 1000.0, 7350.0])
+def test_tone_frequency_level_and_pacing(freq: float) -> None:
+    clock = FakeClock()
+    x = read_seconds(source(f"tone:{freq}", clock), 1.0)
+    assert spectrum_peak(x[:, 0], FMT.rate) == pytest.approx(freq, abs=1.0)
+    rms_db = 20 * np.log10(np.sqrt(np.mean(x[:, 0] ** 2)))
+    assert rms_db == pytest.approx(-12 - 3.01, abs=0.05)  # -12 dBFS peak sine
+    assert np.array_equal(x[:, 0], x[:, 1])
+    assert clock.now - 100.0 == pytest.approx(1.0 - 0.01)
+
+
+def test_tone_is_phase_continuous_across_block_sizes() -> None:
+    a = read_seconds(source("tone:997", FakeClock(), 480), 0.1)
+    b = read_seconds(source("tone:997", FakeClock(), 96), 0.1)
+    assert np.array_equal(a, b)
+
+
+def test_noise_is_seeded_and_sweep_covers_its_range() -> None:
+    n1 = read_seconds(source("noise:3", FakeClock()), 0.2)
+    n2 = read_seconds(source("noise:3", FakeClock(), 128), 0.2)
+    assert np.array_equal(n1, n2[: len(n1)])
+    assert not np.array_equal(n1, read_seconds(source("noise:4", FakeClock()), 0.2))
+    sw = read_seconds(source("sweep:200-4000?seconds=1", FakeClock()), 1.0)[:, 0]
+    assert spectrum_peak(sw[:4800], FMT.rate) < 400
+    assert spectrum_peak(sw[-4800:], FMT.rate) > 3000
+
+
+def test_silence_and_demo() -> None:
+    assert not read_seconds(source("silence", FakeClock()), 0.1).any()
+    demo = read_seconds(source("demo", FakeClock()), 2.0)[:, 0]
+    assert np.abs(demo[:12000]).max() > 0.1          # the chime plays
+    assert np.abs(demo[-12000:]).max() < 1e-3        # then rests
+
+
+@pytest.mark.parametrize(
+    "uri, message",
+    [("tone:30000", "between 0 and 24000"), ("tone:abc", "not a number"),
+     ("tone?level=3", "0 or below"), ("sweep:10-99999", "below 24000"),
+     ("sweep?seconds=0", "positive")],
+)
+def test_generator_errors(uri: str, message: str) -> None:
+    with pytest.raises(EndpointError, match=message):
+        make_source(uri, FMT, 480)
+
+
+def write_tone(path: Path, seconds: float, rate: int = 44100, channels: int = 1) -> np.ndarray:
+    t = np.arange(round(seconds * rate)) / rate
+    x = 0.25 * np.sin(2 * np.pi * 1000 * t)
+    data = np.repeat(x[:, None], channels, axis=1)
+    soundfile.write(str(path), data, rate)
+    return x
+
+
+def read_all(src: FileSource | StdinSource, limit: int = 100000) -> list[PcmBlock]:
+    out = []
+    for _ in range(limit):
+        b = src.read()
+        if b is None:
+            break
+        out.append(b)
+    return out
+
+
+def test_file_source_converts_any_format(tmp_path: Path) -> None:
+    path = tmp_path / "mono44k.flac"
+    write_tone(path, 0.5)
+    with FileSource(parse(f"file:{path}?pace=0", Direction.SOURCE), FMT, 480) as src:
+        blocks = read_all(src)
+    x = np.concatenate([b.as_float() for b in blocks])
+    assert all(b.frames == 480 for b in blocks)
+    assert len(x) == pytest.approx(24000, abs=480)
+    assert spectrum_peak(x[1000:20000, 1], 48000) == pytest.approx(1000, abs=3)
+    assert np.abs(x[1000:20000]).max() == pytest.approx(0.25, abs=0.01)
+
+
+def test_file_source_paces_within_one_percent_of_real_time(tmp_path: Path) -> None:
+    path = tmp_path / "two.wav"
+    write_tone(path, 2.0, rate=48000, channels=2)
+    with FileSource(parse(f"file:{path}", Direction.SOURCE), FMT, 480) as src:
+        start = time.monotonic()
+        blocks = read_all(src)
+        elapsed = time.monotonic() - start
+    audio_s = sum(b.frames for b in blocks) / 48000
+    # The last block is released at its start: real time is one block short of the audio.
+    assert elapsed == pytest.approx(audio_s - 0.01, rel=0.01)
+
+
+def test_file_source_loops(tmp_path: Path) -> None:
+    path = tmp_path / "short.wav"
+    write_tone(path, 0.1, rate=48000)
+    with FileSource(parse(f"file:{path}?loop&pace=0", Direction.SOURCE), FMT, 480) as src:
+        blocks = [src.read() for _ in range(50)]
+    assert all(b is not None for b in blocks)
+    assert src.passes >= 4
+    assert [b.pts for b in blocks if b] == [i * 480 for i in range(50)]
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("missing.wav", None, "does not exist"),
+        ("garbage.mp3", b"\x00\xff" * 3000, "cannot decode|holds no audio"),
+        ("empty.wav", b"", "cannot decode|holds no audio"),
+        ("text.flac", b"hello, this is not audio\n" * 100, "cannot decode|holds no audio"),
+    ],
+)
+def test_file_source_errors(tmp_path: Path, name: str, content: bytes | None,
+                            message: str) -> None:
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    src = FileSource(parse(f"file:{path}", Direction.SOURCE), FMT, 480)
+    with pytest.raises(EndpointError, match=message) as info:
+        src.open()
+    src.close()
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_file_source_folder_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(EndpointError, match=r"director|folder"):
+        FileSource(parse(f"file:{tmp_path}", Direction.SOURCE), FMT, 480).open()
+
+
+def test_stdin_source_blocks_and_pads(tmp_path: Path) -> None:
+    raw = tmp_path / "in.raw"
+    raw.write_bytes(b"\x01\x00" * 2 * 1000)  # 1000 frames
+    with raw.open("rb") as f:
+        src = StdinSource(parse("-", Direction.SOURCE), FMT, 480, stream=f)
+        blocks = read_all(src)
+    assert [b.frames for b in blocks] == [480, 480, 480]
+    assert blocks[-1].data[: 40 * 4] == b"\x01\x00" * 80
+    assert set(blocks[-1].data[40 * 4:]) == {0}
