@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 from typing import Any
 
@@ -12,6 +13,29 @@ from deskcast.errors import DeviceError, EndpointError
 from deskcast.media import AudioFormat, SampleFormat
 
 logger = logging.getLogger(__name__)
+
+# alsa-lib prints its own diagnostics to stderr ("ALSA lib pcm.c:2666: Unknown PCM x"); we
+# report every failure ourselves in one line, so route its messages to our debug log instead.
+_ERROR_HANDLER = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                                  ctypes.c_int, ctypes.c_char_p)
+
+
+@_ERROR_HANDLER
+def _alsa_lib_message(filename: bytes | None, line: int, function: bytes | None, err: int,
+                      fmt: bytes | None) -> None:
+    logger.debug("alsa-lib: %s (%s:%d)", (fmt or b"").decode(errors="replace"),
+                 (function or b"").decode(errors="replace"), line)
+
+
+def _quiet_alsa_lib() -> None:
+    try:
+        lib = ctypes.CDLL("libasound.so.2")
+        lib.snd_lib_error_set_handler(_alsa_lib_message)
+    except (OSError, AttributeError):  # pragma: no cover - no libasound: nothing prints
+        pass
+
+
+_quiet_alsa_lib()
 
 ALSA_FORMATS = {
     SampleFormat.S16LE: alsaaudio.PCM_FORMAT_S16_LE,

@@ -46,16 +46,28 @@ def setup_logging(verbosity: int, stream: TextIO | None = None) -> None:
     root.propagate = False
 
 
-def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-v", "--verbose", action="count", default=0,
-                        help="say more (-vv: debug output and tracebacks)")
-    common.add_argument("--debug", action="store_true",
-                        help="debug output, and a traceback with every error")
-    common.add_argument("--config", metavar="PATH",
-                        help="settings file (default: $XDG_CONFIG_HOME/deskcast/config.toml)")
+def _common_options(for_subcommand: bool) -> argparse.ArgumentParser:
+    """-v/--debug/--config, accepted before and after the command name.
 
-    parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION, parents=[common])
+    The subcommand copies default to SUPPRESS so they do not overwrite what was given before
+    the command name.
+    """
+    unset: dict[str, Any] = {"default": argparse.SUPPRESS} if for_subcommand else {}
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="count",
+                        **(unset or {"default": 0}),
+                        help="say more (-vv: debug output and tracebacks)")
+    common.add_argument("--debug", action="store_true", **unset,
+                        help="debug output, and a traceback with every error")
+    common.add_argument("--config", metavar="PATH", **unset,
+                        help="settings file (default: $XDG_CONFIG_HOME/deskcast/config.toml)")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common_options(for_subcommand=True)
+    parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION,
+                                     parents=[_common_options(for_subcommand=False)])
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 

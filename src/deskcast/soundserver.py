@@ -80,7 +80,8 @@ def describe(pulse: pulsectl.Pulse) -> str:
     match = re.search(r"PipeWire ([\d.]+)", name)
     if match:
         return f"PipeWire {match.group(1)} (pipewire-pulse)"
-    return f"{name} {info.server_version}"
+    pretty = {"pulseaudio": "PulseAudio"}.get(name, name)
+    return f"{pretty} {info.server_version}"
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,7 @@ def setup(name: str) -> HubStatus:
         hub = _sink(pulse, name)
         if hub is None:
             args = (f"sink_name={name} rate=48000 channels=2 "
-                    f'sink_properties=device.description="{DESCRIPTION}"')
+                    f"sink_properties='device.description=\"{DESCRIPTION}\"'")
             try:
                 module = pulse.module_load("module-null-sink", args)
             except pulsectl.PulseError as err:
