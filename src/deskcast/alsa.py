@@ -20,17 +20,19 @@ _ERROR_HANDLER = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_int, ctypes.c_
                                   ctypes.c_int, ctypes.c_char_p)
 
 
-@_ERROR_HANDLER
 def _alsa_lib_message(filename: bytes | None, line: int, function: bytes | None, err: int,
                       fmt: bytes | None) -> None:
     logger.debug("alsa-lib: %s (%s:%d)", (fmt or b"").decode(errors="replace"),
                  (function or b"").decode(errors="replace"), line)
 
 
+_HANDLER = _ERROR_HANDLER(_alsa_lib_message)  # kept alive for as long as alsa-lib may call it
+
+
 def _quiet_alsa_lib() -> None:
     try:
         lib = ctypes.CDLL("libasound.so.2")
-        lib.snd_lib_error_set_handler(_alsa_lib_message)
+        lib.snd_lib_error_set_handler(_HANDLER)
     except (OSError, AttributeError):  # pragma: no cover - no libasound: nothing prints
         pass
 
