@@ -213,6 +213,8 @@ def cmd_play(args: argparse.Namespace) -> int:
                     "feed it back into itself; run `deskcast hub setup` first or name another "
                     "sink (see `deskcast devices`)"
                 )
+        if sink.clocked:
+            source.pacer = None  # the device's clock paces the loop
         with sink:
             logger.info("playing %s -> %s (%s, %d-frame blocks)", source.name, sink.name, fmt,
                         block_frames)

@@ -17,8 +17,6 @@ from deskcast.errors import DeviceError, EndpointError
 
 logger = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT_S = 2.0
-"""A local sound server answers in milliseconds; two seconds is "not running"."""
 
 NO_SERVER_HINT = (
     "start it (`pulseaudio --start`, or `systemctl --user start pipewire-pulse`) "
@@ -54,7 +52,9 @@ def connect(client: str = "deskcast") -> Iterator[pulsectl.Pulse]:
     except pulsectl.PulseError as err:  # pragma: no cover - libpulse missing
         raise DeviceError(f"cannot use libpulse: {err}") from None
     try:
-        pulse.connect(timeout=CONNECT_TIMEOUT_S)
+        # No timeout argument: pulsectl then sleeps the whole timeout even when the server
+        # answers at once; a server that is not running refuses the connection immediately.
+        pulse.connect()
     except pulsectl.PulseError:
         pulse.close()
         raise DeviceError(

@@ -26,6 +26,11 @@ class Source(abc.ABC):
     clocked = False
     """True when a sound card / sound server clock paces ``read()``."""
 
+    pacer: Pacer | None = None
+    """Self-pacing of file and generator sources. Set it to None when the sink is clocked:
+    the sound card then sets the pace and its buffer stays full instead of running near empty
+    (one clock, not two)."""
+
     def __init__(self, endpoint: Endpoint, fmt: AudioFormat, block_frames: int) -> None:
         self.endpoint = endpoint
         self.fmt = fmt

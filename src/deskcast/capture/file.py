@@ -32,7 +32,7 @@ class FileSource(Source):
         self.path = Path(endpoint.target).expanduser()
         self.loop = endpoint.flag("loop")
         paced = endpoint.options.get("pace", "1").lower() not in ("0", "no", "false", "off")
-        self.pacer = (pacer or Pacer(fmt.rate)) if paced else None
+        self.pacer: Pacer | None = (pacer or Pacer(fmt.rate)) if paced else None
         self.decode_errors = 0
         self.passes = 0
         self._container: Any = None

@@ -132,7 +132,7 @@ class ToneSource(Source):
         if level_db > 0:
             raise EndpointError(f"{endpoint}: level is in dBFS and must be 0 or below")
         self.gain = 10 ** (level_db / 20)
-        self.pacer = pacer or Pacer(fmt.rate)
+        self.pacer: Pacer | None = pacer or Pacer(fmt.rate)
         self._pts = 0
 
     def render(self, start: int, frames: int) -> npt.NDArray[np.float64]:
@@ -141,7 +141,8 @@ class ToneSource(Source):
         return self.gain * self.signal(t)
 
     def read(self) -> PcmBlock:
-        self.pacer.wait(self._pts)
+        if self.pacer is not None:
+            self.pacer.wait(self._pts)
         mono = self.render(self._pts, self.block_frames)
         block = PcmBlock.from_float(
             np.repeat(mono[:, None], self.fmt.channels, axis=1), self.fmt, self._pts
