@@ -74,6 +74,10 @@ def available() -> bool:
         return False
 
 
+def is_pipewire(pulse: pulsectl.Pulse) -> bool:
+    return "PipeWire" in str(pulse.server_info().server_name)
+
+
 def describe(pulse: pulsectl.Pulse) -> str:
     info = pulse.server_info()
     name = str(info.server_name)

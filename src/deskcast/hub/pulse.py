@@ -67,6 +67,10 @@ def setup(name: str) -> HubStatus:
         if hub is None:
             args = (f"sink_name={name} rate=48000 channels=2 "
                     f"sink_properties='device.description=\"{DESCRIPTION}\"'")
+            if not soundserver.is_pipewire(pulse):
+                # PulseAudio's null sink otherwise delays a new capture of its monitor by
+                # ~2 s and drops the first ~12 ms of every stream that starts playing.
+                args += " norewinds=1"
             try:
                 module = pulse.module_load("module-null-sink", args)
             except pulsectl.PulseError as err:

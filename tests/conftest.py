@@ -1,0 +1,134 @@
+"""Shared fixtures: private PulseAudio and PipeWire servers for the whole session.
+
+* ``pulseaudio_server`` / ``pipewire_server`` (session): a started
+  :class:`rig.SoundServer` with null sinks ``hub`` and ``out`` (48 kHz stereo),
+  ``hub`` the default sink.  Started on first use, stopped at session end.
+* ``sound_server`` (function, parametrized ``pa``/``pw``): one of the two, with
+  ``os.environ`` pointed at it for the test (``PULSE_SERVER``,
+  ``PULSE_RUNTIME_PATH``, … set; ``DBUS_SESSION_BUS_ADDRESS``, ``DISPLAY``,
+  other ``PULSE_*``/``PIPEWIRE_*`` removed), so in-process libpulse users
+  (pulsectl, pasimple) and subprocesses reach it.  Modules a test loads are
+  unloaded and the default sink is reset to ``hub`` afterwards.
+
+The PipeWire server runs with a minimum graph period (quantum) of 2048 frames
+(42.7 ms): with PipeWire's default of "as small as a client asks", a 20 ms
+capture makes the period 1024 frames and on this 2-vCPU VM about 1 playback in
+10-30 got a whole period of silence inserted (an xrun).  Set
+``DESKCAST_PW_MIN_QUANTUM`` to another number, or to ``0`` for PipeWire's
+stock behaviour (e.g. for latency measurements).
+
+Tests using any of these get the ``audio`` marker automatically.  If the server
+programs are not installed the tests are skipped, unless ``CI`` or
+``DESKCAST_REQUIRE_AUDIO`` is set, in which case they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+_HERE = Path(__file__).resolve().parent
+if str(_HERE) not in sys.path:  # so `import rig` also works with --import-mode=importlib
+    sys.path.insert(0, str(_HERE))
+
+from rig import HUB, OUT, ServerKind, SoundServer  # noqa: E402
+from rig.signals import speech_wav, tone, write_wav  # noqa: E402
+
+_KIND_BY_ID: dict[str, ServerKind] = {"pa": "pulseaudio", "pw": "pipewire"}
+_SERVER_FIXTURES = frozenset({"pulseaudio_server", "pipewire_server", "sound_server"})
+_NEEDS: dict[ServerKind, tuple[str, ...]] = {
+    "pulseaudio": ("pulseaudio", "pactl", "paplay", "parec"),
+    "pipewire": ("pipewire", "wireplumber", "pipewire-pulse", "pactl", "paplay", "parec"),
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "audio: needs a running sound server (started by the test rig)"
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if _SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.audio)
+
+
+def _pw_min_quantum() -> int | None:
+    value = int(os.environ.get("DESKCAST_PW_MIN_QUANTUM", "2048"))
+    return value if value > 0 else None
+
+
+def _start_session_server(kind: ServerKind) -> SoundServer:
+    missing = [tool for tool in _NEEDS[kind] if shutil.which(tool) is None]
+    if missing:
+        message = f"{kind} test server needs {', '.join(missing)} (not installed)"
+        if os.environ.get("CI") or os.environ.get("DESKCAST_REQUIRE_AUDIO"):
+            pytest.fail(message)
+        pytest.skip(message)
+    min_quantum = _pw_min_quantum() if kind == "pipewire" else None
+    server = SoundServer(kind, min_quantum=min_quantum).start()
+    try:
+        server.create_null_sink(HUB, rate=48000, channels=2, description="deskcast test hub")
+        server.create_null_sink(OUT, rate=48000, channels=2, description="deskcast test out")
+        server.set_default_sink(HUB)
+        server.mark_baseline()
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+@pytest.fixture(scope="session")
+def pulseaudio_server() -> Iterator[SoundServer]:
+    server = _start_session_server("pulseaudio")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def pipewire_server() -> Iterator[SoundServer]:
+    server = _start_session_server("pipewire")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["pa", "pw"])
+def sound_server(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[SoundServer]:
+    kind = _KIND_BY_ID[request.param]
+    server: SoundServer = request.getfixturevalue(f"{kind}_server")
+    server.reset()
+    for name in server.env_remove:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in server.env_overrides.items():
+        monkeypatch.setenv(name, value)
+    yield server
+    server.reset()
+
+
+@pytest.fixture(scope="session")
+def tone_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """1 s, 1 kHz, -12 dBFS RMS, 48 kHz stereo 16-bit WAV."""
+    path = tmp_path_factory.mktemp("signals") / "tone-1k.wav"
+    return write_wav(path, tone(1000.0, 1.0, level_db=-12.0), 48000)
+
+
+@pytest.fixture(scope="session")
+def speech_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A short spoken sentence (espeak-ng), 48 kHz stereo 16-bit WAV."""
+    if shutil.which("espeak-ng") is None or shutil.which("sox") is None:
+        pytest.skip("espeak-ng and sox are needed for speech_file")
+    path = tmp_path_factory.mktemp("signals") / "speech.wav"
+    return speech_wav(path, "Testing deskcast, one two three.")
