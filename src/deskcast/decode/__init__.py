@@ -1,0 +1,1 @@
+"""Decode: codec packets in, PCM out, with concealment of what was lost."""

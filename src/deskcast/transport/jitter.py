@@ -1,0 +1,198 @@
+"""The receiver's jitter buffer: packets in, in any order; frames out, in order, on time.
+
+Pure logic (no sockets, no clocks): arrival times are passed in, and the playout side calls
+:meth:`JitterBuffer.pop` once each time it needs the next frame. Timestamps are *extended*
+(never wrap) and counted in samples of the stream rate.
+
+* Reorders and drops duplicates and packets that come after their playout time.
+* Starts (and restarts after an underrun) once ``target`` of audio is buffered.
+* Reports a gap as a frame to conceal, of the missing duration exactly, and hands over the
+  next packet so its inband FEC can rebuild the lost one.
+* Adapts ``target`` to the measured delay variation between ``min`` and ``max``.
+* Never lets latency creep: when more than ``target + slack`` is buffered it drops the
+  oldest audio to get back to the target (drift correction by resampling keeps this rare).
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """What to play next: a packet, or ``payload is None`` for ``samples`` to conceal."""
+
+    timestamp: int
+    samples: int
+    payload: bytes | None
+    next_payload: bytes | None = None
+    """For a lost frame: the packet right after the gap, if it is here (its inband FEC may
+    carry the lost audio)."""
+
+
+@dataclass
+class JitterStats:
+    received: int = 0
+    played: int = 0
+    duplicates: int = 0
+    late: int = 0
+    concealed_samples: int = 0
+    skipped_samples: int = 0
+    underruns: int = 0
+    overflows: int = 0
+
+
+@dataclass(order=True)
+class _Entry:
+    timestamp: int
+    samples: int = field(compare=False)
+    payload: bytes = field(compare=False)
+
+
+class JitterBuffer:
+    def __init__(self, rate: int = 48000, *, target_ms: float = 20.0, min_ms: float = 5.0,
+                 max_ms: float = 250.0, adaptive: bool = True, window: int = 250,
+                 max_packets: int = 2000) -> None:
+        if not 0 <= min_ms <= target_ms <= max_ms:
+            raise ValueError("need min_ms <= target_ms <= max_ms")
+        self.rate = rate
+        self.min_samples = round(min_ms * rate / 1000)
+        self.max_samples = round(max_ms * rate / 1000)
+        self.target_samples = round(target_ms * rate / 1000)
+        self.adaptive = adaptive
+        self.max_packets = max_packets
+        self.stats = JitterStats()
+        self._entries: list[_Entry] = []
+        self._play_ts: int | None = None
+        self._playing = False
+        self._frame_samples = 0
+        self._transit: deque[float] = deque(maxlen=window)
+        self._excess_samples = 0
+        self.catch_up_after_s = 1.0
+        """How long more than ``target + slack`` may stay buffered before the excess is
+        dropped (a burst after a network stall; steady drift is the resampler's job)."""
+        self._jitter_samples = 0.0
+
+    # --- input ----------------------------------------------------------------------------
+
+    def put(self, timestamp: int, payload: bytes, samples: int, arrival: float) -> str:
+        """Add a packet; returns 'ok', 'duplicate', 'late' or 'overflow'."""
+        if samples <= 0:
+            raise ValueError("a packet must carry audio")
+        self._frame_samples = samples
+        if self._play_ts is not None and timestamp + samples <= self._play_ts:
+            self.stats.late += 1
+            return "late"
+        i = bisect.bisect_left(self._entries, _Entry(timestamp, 0, b""))
+        if i < len(self._entries) and self._entries[i].timestamp == timestamp:
+            self.stats.duplicates += 1
+            return "duplicate"
+        if len(self._entries) >= self.max_packets:
+            self.stats.overflows += 1
+            return "overflow"
+        self._entries.insert(i, _Entry(timestamp, samples, payload))
+        self.stats.received += 1
+        self._observe(timestamp, arrival)
+        return "ok"
+
+    def _observe(self, timestamp: int, arrival: float) -> None:
+        """Delay variation: spread of (arrival - send time) over the recent window."""
+        self._transit.append(arrival - timestamp / self.rate)
+        if not self.adaptive or len(self._transit) < 8:
+            return
+        ordered = sorted(self._transit)
+        low = ordered[0]
+        high = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+        self._jitter_samples = (high - low) * self.rate
+        want = self._jitter_samples + self._frame_samples
+        self.target_samples = int(min(self.max_samples, max(self.min_samples, want)))
+
+    # --- output ---------------------------------------------------------------------------
+
+    @property
+    def depth_samples(self) -> int:
+        """Audio buffered ahead of the playout position (0 when empty)."""
+        if not self._entries:
+            return 0
+        start = self._play_ts if self._playing and self._play_ts is not None else \
+            self._entries[0].timestamp
+        end = self._entries[-1].timestamp + self._entries[-1].samples
+        return max(0, end - start)
+
+    @property
+    def playing(self) -> bool:
+        return self._playing
+
+    @property
+    def jitter_ms(self) -> float:
+        return 1000 * self._jitter_samples / self.rate
+
+    @property
+    def frame_samples(self) -> int:
+        return self._frame_samples
+
+    def pop(self) -> Frame | None:
+        """The next frame to play, or None while (re)buffering."""
+        if not self._playing:
+            if not self._entries or self.depth_samples < self.target_samples:
+                return None
+            self._playing = True
+            self._play_ts = self._entries[0].timestamp
+            self._excess_samples = 0
+        assert self._play_ts is not None
+        self._catch_up()
+        while self._entries and self._entries[0].timestamp + self._entries[0].samples \
+                <= self._play_ts:
+            self._entries.pop(0)  # arrived before its slot passed, but we skipped past it
+        if not self._entries:
+            # Underrun: nothing to play. Rebuffer to the target before playing again.
+            self.stats.underruns += 1
+            self._playing = False
+            return None
+        head = self._entries[0]
+        if head.timestamp <= self._play_ts:
+            self._entries.pop(0)
+            self._play_ts = head.timestamp + head.samples
+            self.stats.played += 1
+            return Frame(head.timestamp, head.samples, head.payload)
+        gap = head.timestamp - self._play_ts
+        missing = min(gap, self._frame_samples or gap)
+        ts = self._play_ts
+        self._play_ts += missing
+        self.stats.concealed_samples += missing
+        nxt = head.payload if head.timestamp == self._play_ts else None
+        return Frame(ts, missing, None, nxt)
+
+    def _catch_up(self) -> None:
+        """Drop the oldest audio when far more than the target has stayed buffered."""
+        assert self._play_ts is not None
+        slack = max(2 * self._frame_samples, self.rate // 25)  # 40 ms or two frames
+        if self.depth_samples <= self.target_samples + slack:
+            self._excess_samples = 0
+            return
+        self._excess_samples += self._frame_samples
+        if self._excess_samples < self.catch_up_after_s * self.rate:
+            return
+        self._excess_samples = 0
+        end = self._entries[-1].timestamp + self._entries[-1].samples
+        new_start = end - self.target_samples
+        while self._entries and self._entries[0].timestamp < new_start:
+            self._entries.pop(0)
+        if self._entries:
+            new_start = self._entries[0].timestamp
+        self.stats.skipped_samples += max(0, new_start - self._play_ts)
+        logger.debug("jitter buffer: dropped %d samples to stay at the target",
+                     new_start - self._play_ts)
+        self._play_ts = new_start
+
+    def reset(self) -> None:
+        """Forget everything (a new sender or a restart)."""
+        self._entries.clear()
+        self._play_ts = None
+        self._playing = False
+        self._transit.clear()

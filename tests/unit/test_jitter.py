@@ -1,0 +1,144 @@
+"""The jitter buffer with simulated arrival times (no sockets, no clock)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from deskcast.transport.jitter import Frame, JitterBuffer
+
+RATE = 48000
+F = 960  # 20 ms
+
+
+def packet(i: int) -> tuple[int, bytes]:
+    return i * F, bytes([i % 256])
+
+
+def play_all(jb: JitterBuffer, limit: int = 10000) -> list[Frame]:
+    out = []
+    for _ in range(limit):
+        frame = jb.pop()
+        if frame is None:
+            break
+        out.append(frame)
+    return out
+
+
+def test_in_order_stream_starts_at_target_and_plays_everything() -> None:
+    jb = JitterBuffer(RATE, target_ms=40, adaptive=False)
+    jb.put(*packet(0), F, 0.0)
+    assert jb.pop() is None  # 20 ms < 40 ms target: still buffering
+    jb.put(*packet(1), F, 0.02)
+    frames = play_all(jb)
+    assert [f.payload for f in frames] == [b"\0", b"\1"]
+    for i in range(2, 50):
+        jb.put(*packet(i), F, i * 0.02)
+    frames = play_all(jb)
+    assert [f.timestamp for f in frames] == [i * F for i in range(2, 50)]
+    assert jb.stats.concealed_samples == 0
+
+
+def test_reorder_and_duplicates() -> None:
+    jb = JitterBuffer(RATE, target_ms=60, adaptive=False)
+    order = [0, 2, 1, 1, 3, 5, 4, 4, 2]
+    results = [jb.put(*packet(i), F, 0.0) for i in order]
+    assert results.count("duplicate") == 3
+    frames = play_all(jb)
+    assert [f.timestamp // F for f in frames] == [0, 1, 2, 3, 4, 5]
+
+
+def test_loss_is_concealed_for_exactly_the_missing_duration_with_fec_handoff() -> None:
+    jb = JitterBuffer(RATE, target_ms=20, adaptive=False)
+    for i in (0, 1, 4, 5):  # 2 and 3 lost
+        jb.put(*packet(i), F, 0.0)
+    frames = play_all(jb)
+    assert [(f.timestamp // F, f.payload is None) for f in frames] == [
+        (0, False), (1, False), (2, True), (3, True), (4, False), (5, False)]
+    assert jb.stats.concealed_samples == 2 * F
+    assert frames[2].next_payload is None          # packet 3 is lost too
+    assert frames[3].next_payload == bytes([4])    # packet 4 may carry FEC for 3
+
+
+def test_gap_smaller_than_a_frame_conceals_only_the_gap() -> None:
+    jb = JitterBuffer(RATE, target_ms=5, adaptive=False)
+    jb.put(0, b"a", 240, 0.0)
+    jb.put(480, b"b", 240, 0.0)  # 240 samples missing, frames are 5 ms
+    frames = play_all(jb)
+    assert [(f.timestamp, f.samples, f.payload) for f in frames] == [
+        (0, 240, b"a"), (240, 240, None), (480, 240, b"b")]
+
+
+def test_late_packets_are_dropped_and_counted() -> None:
+    jb = JitterBuffer(RATE, target_ms=20, adaptive=False)
+    jb.put(*packet(0), F, 0.0)
+    jb.put(*packet(2), F, 0.0)
+    play_all(jb)                                  # plays 0, conceals 1, plays 2
+    assert jb.put(*packet(1), F, 0.1) == "late"
+    assert jb.stats.late == 1
+
+
+def test_underrun_rebuffers_to_the_target() -> None:
+    jb = JitterBuffer(RATE, target_ms=40, adaptive=False)
+    for i in range(3):
+        jb.put(*packet(i), F, 0.0)
+    assert len(play_all(jb)) == 3
+    assert jb.stats.underruns == 1 and not jb.playing
+    jb.put(*packet(3), F, 0.1)
+    assert jb.pop() is None                       # 20 ms buffered, target 40
+    jb.put(*packet(4), F, 0.1)
+    assert [f.timestamp // F for f in play_all(jb)] == [3, 4]
+
+
+def test_latency_does_not_creep_after_a_burst() -> None:
+    jb = JitterBuffer(RATE, target_ms=40, adaptive=False)
+    for i in range(2):
+        jb.put(*packet(i), F, 0.0)
+    assert jb.pop() is not None
+    for i in range(2, 150):                       # three seconds arrive at once
+        jb.put(*packet(i), F, 0.05)
+    played = 0
+    while jb.stats.skipped_samples == 0 and played < 100:
+        assert jb.pop() is not None
+        played += 1
+    assert 49 <= played <= 52                     # after one second of too much delay
+    assert jb.depth_samples <= jb.target_samples + F
+    assert jb.stats.skipped_samples > RATE
+
+
+@pytest.mark.parametrize("jitter_ms", [0.0, 10.0, 30.0])
+def test_adaptive_target_follows_measured_jitter(jitter_ms: float) -> None:
+    rng = random.Random(7)
+    jb = JitterBuffer(RATE, target_ms=20, min_ms=10, max_ms=200)
+    for i in range(300):
+        arrival = i * 0.02 + rng.uniform(0, jitter_ms / 1000)
+        jb.put(*packet(i), F, arrival)
+    target_ms = 1000 * jb.target_samples / RATE
+    assert jb.jitter_ms == pytest.approx(jitter_ms * 0.95, abs=3.0)
+    assert target_ms == pytest.approx(max(10.0, jitter_ms * 0.95 + 20), abs=4.0)
+
+
+def test_simulated_network_with_loss_jitter_and_reorder_plays_in_order() -> None:
+    """A seeded 5% loss + 30 ms jitter network, played out in real time."""
+    rng = random.Random(3)
+    jb = JitterBuffer(RATE, target_ms=20, min_ms=10, max_ms=200)
+    arrivals = sorted(
+        (i * 0.02 + 0.005 + rng.uniform(0, 0.03), i) for i in range(1000) if rng.random() > 0.05
+    )
+    played: list[Frame] = []
+    t, k = 0.0, 0
+    while t < 21.0:
+        while k < len(arrivals) and arrivals[k][0] <= t:
+            jb.put(*packet(arrivals[k][1]), F, arrivals[k][0])
+            k += 1
+        frame = jb.pop()
+        if frame is not None:
+            played.append(frame)
+        t += 0.02
+    stamps = [f.timestamp for f in played]
+    assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
+    lost = sum(f.samples for f in played if f.payload is None) / (len(played) * F)
+    assert lost < 0.05 + 0.03  # concealed fraction ~ loss rate, not more
+    assert jb.stats.underruns <= 2
+
