@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -15,7 +16,7 @@ from types import FrameType
 from typing import Any, TextIO
 
 from deskcast import __version__, config
-from deskcast.errors import DeskcastError, EndpointError
+from deskcast.errors import ConfigError, DeskcastError, EndpointError
 from deskcast.media import AudioFormat, SampleFormat
 
 logger = logging.getLogger("deskcast")
@@ -85,7 +86,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sink_uri", nargs="?", metavar="SINK",
                    help="where audio goes (default: pulse, the speakers)")
     p.add_argument("--quiet", "-q", action="store_true", help="no level meter")
-    config.add_arguments(p, ["play", "audio"])
+    config.add_arguments(p, ["play", "run", "audio"])
+
+    p = sub.add_parser("send", aliases=["tx"], parents=[common],
+                       help="send audio to another computer (Opus over RTP)",
+                       description="Capture SOURCE (the desktop by default), encode it as Opus "
+                       "and send it as RTP over UDP to HOST[:PORT] (default port 1350, trx's).")
+    p.add_argument("destination", metavar="HOST[:PORT]",
+                   help="receiver's name or address (IPv4, IPv6, multicast)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no status line")
+    p.add_argument("--stats-json", metavar="FILE",
+                   help="append a JSON line of statistics every second ('-' for stdout)")
+    p.add_argument("--sdp", metavar="FILE",
+                   help="write an SDP file describing the stream, for ffplay/ffmpeg/VLC/"
+                   "GStreamer (e.g. `ffplay -protocol_whitelist file,udp,rtp FILE`)")
+    config.add_arguments(p, ["send", "run", "audio"])
+
+    p = sub.add_parser("receive", aliases=["rx"], parents=[common],
+                       help="receive audio from `deskcast send` or trx-tx and play it",
+                       description="Listen for RTP/Opus on [ADDR][:PORT] (default: every "
+                       "address, port 1350; a multicast ADDR is joined) and play it to SINK.")
+    p.add_argument("listen", nargs="?", default="", metavar="[ADDR][:PORT]",
+                   help="where to listen (default :1350)")
+    p.add_argument("--sdp", metavar="FILE",
+                   help="take port (and multicast group) from this SDP file, e.g. one "
+                   "written by `deskcast send --sdp` or `ffmpeg -sdp_file`")
+    p.add_argument("--quiet", "-q", action="store_true", help="no status line")
+    p.add_argument("--stats-json", metavar="FILE",
+                   help="append a JSON line of statistics every second ('-' for stdout)")
+    config.add_arguments(p, ["receive", "run", "audio"])
 
     p = sub.add_parser("hub", parents=[common], help="set up the desktop audio hub",
                        description="The hub is where all desktop audio is mixed so that "
@@ -188,12 +217,10 @@ def cmd_devices(args: argparse.Namespace) -> int:
 def cmd_play(args: argparse.Namespace) -> int:
     from deskcast.capture import make_source
     from deskcast.capture.pulse import PulseSource
-    from deskcast.meter import Meter
     from deskcast.playback import make_sink
     from deskcast.playback.pulse import PulseSink
-    from deskcast.pump import Pump, PumpStats
 
-    s = _settings(args, ["play", "audio", "hub"])
+    s = _settings(args, ["play", "run", "audio", "hub"])
     fmt = _audio_format(s)
     block_frames = fmt.frames_for_ms(s.block_ms)
     source_uri = args.source_uri or s.source
@@ -201,7 +228,6 @@ def cmd_play(args: argparse.Namespace) -> int:
     source = make_source(source_uri, fmt, block_frames, hub_name=s.sink_name,
                          buffer_ms=s.buffer_ms)
     sink = make_sink(sink_uri, fmt, block_frames, hub_name=s.sink_name, buffer_ms=s.buffer_ms)
-    max_frames = None if s.duration is None else round(s.duration * fmt.rate)
     show_meter = not args.quiet and sys.stderr.isatty()
 
     with source:
@@ -213,28 +239,175 @@ def cmd_play(args: argparse.Namespace) -> int:
                     "feed it back into itself; run `deskcast hub setup` first or name another "
                     "sink (see `deskcast devices`)"
                 )
-        if sink.clocked:
-            source.pacer = None  # the device's clock paces the loop
-        with sink:
-            logger.info("playing %s -> %s (%s, %d-frame blocks)", source.name, sink.name, fmt,
-                        block_frames)
-            pump = Pump(source, sink, max_frames=max_frames, rtprio=s.rtprio,
-                        meter=show_meter)
-            meter = Meter(sys.stderr) if show_meter else None
+        _run_pump(source, sink, s, fmt, show_meter)
+    return 0
 
-            def tick(stats: PumpStats) -> None:
-                if meter is not None and stats.peak_db:
-                    meter.update(fmt.seconds(stats.frames), stats.peak_db, stats.rms_db)
 
+def _run_pump(source: Any, sink: Any, s: config.Settings, fmt: AudioFormat, show: bool, *,
+              status: Callable[[Any], str] | None = None, stats_json: str | None = None) -> Any:
+    """Pump an opened source into ``sink`` until done; meter or status line on a terminal."""
+    from deskcast.meter import Meter
+    from deskcast.pump import Pump, PumpStats
+
+    if sink.clocked:
+        source.pacer = None  # the device's clock paces the loop
+    max_frames = None if s.duration is None else round(s.duration * fmt.rate)
+    with sink:
+        logger.info("playing %s -> %s (%s, %d-frame blocks)", source.name, sink.name, fmt,
+                    source.block_frames)
+        pump = Pump(source, sink, max_frames=max_frames, rtprio=s.rtprio, meter=True)
+        meter = Meter(sys.stderr) if show else None
+        json_out = _open_stats(stats_json)
+        last_json = [0.0]
+
+        def tick(stats: PumpStats) -> None:
+            extra = status(stats) if status is not None else ""
+            if meter is not None and stats.peak_db:
+                meter.update(fmt.seconds(stats.frames), stats.peak_db, stats.rms_db,
+                             extra=extra)
+            if json_out is not None and time.monotonic() - last_json[0] >= 1.0:
+                last_json[0] = time.monotonic()
+                record = {"elapsed_s": round(fmt.seconds(stats.frames), 3),
+                          "peak_db": [round(v, 1) for v in stats.peak_db],
+                          "rms_db": [round(v, 1) for v in stats.rms_db]}
+                if status is not None:
+                    record.update(_status_fields(sink, source))
+                json_out.write(json.dumps(record) + "\n")
+                json_out.flush()
+
+        try:
             with _stop_on_signals(pump.stop_event.set):
                 try:
                     stats = pump.run(tick)
                 finally:
                     if meter is not None:
                         meter.finish()
-    logger.info("%s after %.2f s of audio (%s)", "finished", fmt.seconds(stats.frames),
-                stats.ended)
+        finally:
+            if json_out is not None and json_out is not sys.stdout:
+                json_out.close()
+    logger.info("finished after %.2f s of audio (%s)", fmt.seconds(stats.frames), stats.ended)
+    return stats
+
+
+def _open_stats(path: str | None) -> TextIO | None:
+    if path is None:
+        return None
+    if path == "-":
+        return sys.stdout
+    try:
+        return open(path, "a")
+    except OSError as err:
+        raise ConfigError(f"cannot write --stats-json {path}: {err.strerror}") from None
+
+
+def _status_fields(sink: Any, source: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for end in (sink, source):
+        fields = getattr(end, "status_fields", None)
+        if fields is not None:
+            out.update(fields())
+    return out
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from deskcast.capture import make_source
+    from deskcast.encode.opus import OpusEncoder
+    from deskcast.endpoints import Direction, Endpoint
+    from deskcast.transport.fec import FecEncoder, parse_scheme
+    from deskcast.transport.sender import RtpSender
+
+    s = _settings(args, ["send", "run", "audio", "hub"])
+    fmt = _audio_format(s)
+    encoder = OpusEncoder(fmt, frame_ms=s.frame_ms, bitrate_kbps=s.bitrate,
+                          complexity=s.complexity, application=s.application, cbr=s.cbr)
+    frames = encoder.frame_frames
+    fec = None
+    if s.fec:
+        if s.trx:
+            raise ConfigError("--fec cannot be used with --trx: trx-rx would play the repair "
+                              "packets as audio")
+        fec = FecEncoder(*parse_scheme(s.fec))
+    sender = RtpSender(Endpoint("rtp", args.destination, {}, Direction.SINK), fmt, frames,
+                       encoder=encoder, trx=s.trx, ttl=s.ttl, dscp=s.dscp, fec=fec)
+    if args.sdp:
+        _write_sdp(args.sdp, sender, s)
+    source = make_source(s.source, fmt, frames, hub_name=s.sink_name, buffer_ms=s.buffer_ms)
+    show = not args.quiet and sys.stderr.isatty()
+
+    def status(_: Any) -> str:
+        st = sender.stats
+        secs = max(1e-3, time.monotonic() - st.started)
+        return f"{st.packets} pkts  {st.octets * 8 / secs / 1000:5.1f} kbit/s"
+
+    with source:
+        _run_pump(source, sender, s, fmt, show, status=status, stats_json=args.stats_json)
     return 0
+
+
+def cmd_receive(args: argparse.Namespace) -> int:
+    from deskcast.endpoints import Direction, Endpoint
+    from deskcast.playback import make_sink
+    from deskcast.transport.jitter import JitterBuffer
+    from deskcast.transport.receiver import RtpReceiver
+
+    s = _settings(args, ["receive", "run", "audio", "hub"])
+    fmt = _audio_format(s)
+    if not s.jitter_min_ms <= s.jitter_ms <= s.jitter_max_ms:
+        raise ConfigError("need --jitter-min-ms <= --jitter-ms <= --jitter-max-ms")
+    jitter = JitterBuffer(fmt.rate, target_ms=s.jitter_ms, min_ms=s.jitter_min_ms,
+                          max_ms=s.jitter_max_ms, adaptive=s.adaptive)
+    block = fmt.frames_for_ms(s.block_ms)
+    listen = _listen_from_sdp(args.sdp) if args.sdp else args.listen
+    receiver = RtpReceiver(Endpoint("rtp", listen, {}, Direction.SOURCE), fmt, block,
+                           jitter=jitter, takeover_ms=s.takeover_ms, fec=s.inband_fec,
+                           drift=s.drift)
+    receiver.output_latency_ms = s.buffer_ms if s.sink.startswith(("pulse", "alsa")) else 0.0
+    sink = make_sink(s.sink, fmt, block, hub_name=s.sink_name, buffer_ms=s.buffer_ms)
+    show = not args.quiet and sys.stderr.isatty()
+
+    def status(_: Any) -> str:
+        f = receiver.status_fields()
+        return (f"{f['packets']} pkts  loss {f['concealed_pct']:.1f}%  late {f['late']}  "
+                f"jitter {f['jitter_ms']:.1f} ms  buffer {f['buffer_ms']:.0f} ms  "
+                f"delay ~{f['latency_ms']:.0f} ms  drift {f['drift_ppm']:+.0f} ppm")
+
+    with receiver:
+        _run_pump(receiver, sink, s, fmt, show, status=status, stats_json=args.stats_json)
+    return 0
+
+
+def _write_sdp(path: str, sender: Any, s: config.Settings) -> None:
+    from deskcast.transport.sdp import SessionDescription, write_sdp
+    from deskcast.transport.sender import resolve
+
+    if s.trx:
+        raise ConfigError("--sdp cannot describe a --trx stream (its 8 kHz timestamps are not "
+                          "standard Opus RTP): drop one of them")
+    _, addr = resolve(sender.host, sender.port)
+    desc = SessionDescription(address=str(addr[0]), port=sender.port,
+                              payload_type=sender.payload_type, channels=s.channels,
+                              ttl=s.ttl, ptime_ms=s.frame_ms,
+                              maxaveragebitrate=int(s.bitrate * 1000))
+    try:
+        Path(path).write_text(write_sdp(desc))
+    except OSError as err:
+        raise ConfigError(f"cannot write --sdp {path}: {err.strerror}") from None
+    logger.info("wrote %s", path)
+
+
+def _listen_from_sdp(path: str) -> str:
+    import ipaddress
+
+    from deskcast.transport.sdp import parse_sdp
+
+    try:
+        text = Path(path).read_text()
+    except OSError as err:
+        raise ConfigError(f"cannot read --sdp {path}: {err.strerror}") from None
+    desc = parse_sdp(text)
+    if ipaddress.ip_address(desc.address).is_multicast:
+        return f"[{desc.address}]:{desc.port}"
+    return f":{desc.port}"
 
 
 class _stop_on_signals:  # noqa: N801 - used like a function
@@ -322,5 +495,9 @@ def _describe_hub(st: Any, action: str) -> str:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "devices": cmd_devices,
     "play": cmd_play,
+    "send": cmd_send,
+    "tx": cmd_send,
+    "receive": cmd_receive,
+    "rx": cmd_receive,
     "hub": cmd_hub,
 }

@@ -102,9 +102,58 @@ OPTIONS: tuple[Option, ...] = (
            "where audio comes from (desktop: the hub if set up, else what you are hearing)"),
     Option("play", "sink", str, "pulse",
            "where audio goes (pulse: this machine's speakers)"),
-    Option("play", "duration", float, None,
+    Option("run", "duration", float, None,
            "stop after this many seconds (default: run until Ctrl-C or the source ends)",
            short="-t", minimum=0.0),
+    # [send]
+    Option("send", "source", str, "desktop", "what to send (desktop: the hub, else what you "
+           "are hearing)", short="-s"),
+    Option("send", "frame_ms", float, 20.0,
+           "Opus frame in ms: 2.5, 5, 10, 20, 40 or 60 (20: trx's default and Opus' sweet spot;"
+           " 5 for the lowest delay at ~3x the packet rate)"),
+    Option("send", "bitrate", float, 128.0,
+           "Opus bitrate in kbit/s, really enforced (128: transparent for music in stereo)",
+           minimum=6, maximum=510),
+    Option("send", "complexity", int, 10, "Opus encoder complexity 0-10 (10: best quality; "
+           "lower it on very slow machines)", minimum=0, maximum=10),
+    Option("send", "application", str, "lowdelay",
+           "Opus mode: lowdelay (CELT only, 4 ms less delay, what desktop audio uses anyway), "
+           "audio, voip", choices=("lowdelay", "audio", "voip")),
+    Option("send", "cbr", bool, False,
+           "constant bitrate: every packet the same size (default: constrained VBR at the "
+           "bitrate, better quality for the same average)"),
+    Option("send", "fec", str, "",
+           "K:R adds R repair packets after every K audio packets; up to R losses per group "
+           "are rebuilt (4:2 = +50 % bandwidth, up to 4 frames more delay). Default: off",
+           ),
+    Option("send", "trx", bool, False,
+           "send what trx-rx expects (payload type 0, 8 kHz timestamps)"),
+    Option("send", "ttl", int, None, "IP TTL / hop limit, for multicast (default: system's, "
+           "1 for multicast)", minimum=0, maximum=255),
+    Option("send", "dscp", int, 46, "DSCP mark of the packets (46 = EF, expedited "
+           "forwarding: Wi-Fi and routers that honour it queue audio first)",
+           minimum=0, maximum=63),
+    # [receive]
+    Option("receive", "sink", str, "pulse", "where to play (pulse: the speakers)",
+           short="-o"),
+    Option("receive", "jitter_ms", float, 20.0,
+           "jitter buffer target in ms; adapts to the measured network jitter unless "
+           "--no-adaptive (20: enough for a LAN, one 20 ms frame)", minimum=0, maximum=2000),
+    Option("receive", "jitter_min_ms", float, 5.0, "floor of the adaptive jitter buffer",
+           minimum=0, maximum=2000),
+    Option("receive", "jitter_max_ms", float, 250.0,
+           "ceiling of the adaptive jitter buffer (250: rides out Wi-Fi hiccups)",
+           minimum=1, maximum=5000),
+    Option("receive", "adaptive", bool, True, "adapt the jitter buffer to the network"),
+    Option("receive", "inband_fec", bool, True, "use the Opus inband FEC of the next packet "
+           "to rebuild a lost one (when the sender's encoder adds it; repair packets from "
+           "`send --fec` are always used)"),
+    Option("receive", "drift", bool, True,
+           "follow the sender's clock by resampling within ±2‰ (inaudible), so the delay "
+           "stays at the jitter target for hours"),
+    Option("receive", "takeover_ms", float, 100.0,
+           "a new sender is played once the current one has been silent this long",
+           minimum=0, maximum=60000),
     # [hub]
     Option("hub", "sink_name", str, "deskcast",
            "name of the PulseAudio/PipeWire null sink that mixes all desktop audio"),
@@ -176,13 +225,13 @@ def add_arguments(parser: argparse.ArgumentParser, sections: Iterable[str],
                 continue
             flags = [opt.flag] + ([opt.short] if opt.short else [])
             default = "" if opt.default is None else f" (default {opt.default})"
+            text = (opt.help + default).replace("%", "%%")  # argparse formats help with %
             if opt.type is bool:
                 group.add_argument(*flags, dest=opt.name, default=None,
-                                   action=argparse.BooleanOptionalAction,
-                                   help=opt.help + default)
+                                   action=argparse.BooleanOptionalAction, help=text)
             else:
                 group.add_argument(*flags, dest=opt.name, default=None, metavar=_metavar(opt),
-                                   help=opt.help + default)
+                                   help=text)
 
 
 def _metavar(opt: Option) -> str:

@@ -41,12 +41,12 @@ class Meter:
         self._width = 0
 
     def update(self, elapsed_s: float, peak_db: list[float], rms_db: list[float],
-               force: bool = False) -> None:
+               force: bool = False, extra: str = "") -> None:
         now = time.monotonic()
         if not force and now - self._last < self.interval:
             return
         self._last = now
-        line = status_line(elapsed_s, peak_db, rms_db)
+        line = status_line(elapsed_s, peak_db, rms_db) + (f"  {extra}" if extra else "")
         pad = max(0, self._width - len(line))
         self._width = len(line)
         self.stream.write("\r" + line + " " * pad)

@@ -85,7 +85,7 @@ def test_config_file_errors_name_the_file_and_key(cli: Cli, tmp_path: Path) -> N
 def test_config_file_sets_defaults_and_flags_win(cli: Cli, tmp_path: Path) -> None:
     cfg = cli.home / "config" / "deskcast" / "config.toml"
     cfg.parent.mkdir(parents=True)
-    cfg.write_text('[play]\nsource = "tone:1500"\nsink = "-"\nduration = 0.25\n'
+    cfg.write_text('[play]\nsource = "tone:1500"\nsink = "-"\n[run]\nduration = 0.25\n'
                    '[audio]\nchannels = 1\n')
     result = cli.run("play")
     assert result.returncode == 0, result.stderr
@@ -107,3 +107,10 @@ def test_no_sound_server_falls_back_to_the_demo_chime(cli: Cli, no_server_env: d
     assert len(lines) == 1 and "demo chime" in lines[0] and "no sound server" in lines[0]
     data, _ = soundfile.read(str(out))
     assert len(data) == 48000 and level_db(data) > -30
+
+
+@pytest.mark.parametrize("command", ["devices", "play", "send", "receive", "hub", "tx", "rx"])
+def test_every_command_has_help(cli: Cli, command: str) -> None:
+    result = cli.run(command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert b"usage: deskcast" in result.stdout

@@ -35,7 +35,7 @@ def test_missing_default_file_is_empty_but_missing_named_file_is_an_error(tmp_pa
     "text, message",
     [
         ("[audio\n", "not valid TOML"),
-        ("[sound]\nx = 1\n", r"unknown section \[sound\]; known: audio, play, hub"),
+        ("[sound]\nx = 1\n", r"unknown section \[sound\]; known: audio, play, run"),
         ("[audio]\nbuffer = 5\n", r"unknown setting audio.buffer; \[audio\] takes rate"),
         ("[audio]\nrate = 'fast'\n", "audio.rate must be a whole number"),
         ("[audio]\nrate = 100\n", "audio.rate must be at least 8000"),

@@ -70,7 +70,7 @@ class Pacer:
     of bursting out everything it missed.
     """
 
-    def __init__(self, rate: int, *, max_lag_s: float = 1.0,
+    def __init__(self, rate: float, *, max_lag_s: float = 1.0,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.rate = rate

@@ -132,7 +132,12 @@ class ToneSource(Source):
         if level_db > 0:
             raise EndpointError(f"{endpoint}: level is in dBFS and must be 0 or below")
         self.gain = 10 ** (level_db / 20)
-        self.pacer: Pacer | None = pacer or Pacer(fmt.rate)
+        # clock_ppm: run the real-time clock off nominal, like a real sound card does, to
+        # test drift compensation downstream.
+        ppm = endpoint.number("clock_ppm", 0.0)
+        if abs(ppm) > 10000:
+            raise EndpointError(f"{endpoint}: clock_ppm must be within ±10000")
+        self.pacer: Pacer | None = pacer or Pacer(fmt.rate * (1 + ppm / 1e6))
         self._pts = 0
 
     def render(self, start: int, frames: int) -> npt.NDArray[np.float64]:

@@ -60,6 +60,9 @@ class OpusEncoder:
         logger.debug("opus encoder: %s, %g ms, %g kbit/s, complexity %d, %s%s", fmt, frame_ms,
                      bitrate_kbps, complexity, application, ", cbr" if cbr else "")
 
+    def describe(self) -> str:
+        return f"Opus {self.bitrate_kbps:g} kbit/s in {self.frame_ms:g} ms frames"
+
     @property
     def lookahead_frames(self) -> int:
         """Algorithmic delay of the encoder, in frames at the stream rate."""

@@ -1,0 +1,1 @@
+"""transport: RTP/RTCP packets, jitter buffer, sender and receiver over UDP."""

@@ -1,0 +1,375 @@
+"""The receiving end: a :class:`~deskcast.capture.base.Source` that listens for RTP/Opus on UDP
+and yields decoded, concealed, in-order PCM.
+
+A network thread receives datagrams, checks them and puts them into the jitter buffer; the
+playout side (``read()``, called from the audio thread) takes one frame at a time and decodes
+it. Anything that is not a playable packet is counted by reason and dropped: it never stops
+playback.
+
+Senders: the first one heard is played; another SSRC takes over only after the current one has
+been silent for ``takeover_ms`` (a restarted sender gets a new SSRC). A trx-tx stream
+(payload type 0, timestamps in 8 kHz units) is recognised by itself.
+"""
+
+from __future__ import annotations
+
+import collections
+import ipaddress
+import logging
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from deskcast.capture.base import Pacer, Source
+from deskcast.decode.opus import CorruptPacket, OpusDecoder, packet_samples
+from deskcast.endpoints import Endpoint
+from deskcast.errors import DeviceError, EndpointError
+from deskcast.media import AudioFormat, PcmBlock
+from deskcast.transport.drift import AdaptiveResampler, DriftController
+from deskcast.transport.fec import FEC_PT, FEC_SSRC_XOR, FecDecoder
+from deskcast.transport.jitter import Frame, JitterBuffer
+from deskcast.transport.rtp import RtpError, RtpPacket, is_rtcp, ts_delta
+from deskcast.transport.sender import DEFAULT_PORT, TRX_PT, TRX_TS_DIVISOR
+
+logger = logging.getLogger(__name__)
+
+RESTART_JUMP_S = 1.0
+"""A timestamp jump larger than this (either way) within one SSRC is a restarted stream."""
+MAX_DATAGRAM = 65536
+
+
+@dataclass
+class ReceiverStats:
+    datagrams: int = 0
+    packets: int = 0
+    rtcp: int = 0
+    dropped: collections.Counter[str] = field(default_factory=collections.Counter)
+    decode_errors: int = 0
+    fec_used: int = 0
+    fec_packets: int = 0
+    fec_recovered: int = 0
+    senders: int = 0
+    ssrc: int | None = None
+    trx: bool = False
+    last_packet: float = 0.0
+
+
+class _Stream:
+    """Per-sender state: timestamp unwrapping and the trx clock detection."""
+
+    def __init__(self, ssrc: int, payload_type: int) -> None:
+        self.ssrc = ssrc
+        self.payload_type = payload_type
+        # trx counts timestamps at 8 kHz; confirmed (or refuted) by the second packet.
+        self.scale = TRX_TS_DIVISOR if payload_type == TRX_PT else 1
+        self.confirmed = payload_type != TRX_PT
+        self.last_ts: int | None = None
+        self.last_ext = 0
+        self.last_samples = 0
+        self.candidate: int | None = None
+
+    def extend(self, ts: int, samples: int, restart_samples: int) -> int | str | None:
+        """Extended timestamp in samples at 48 kHz; ``"jump"`` for a packet far from the
+        stream (dropped: one corrupt timestamp must not reset playback); None when two
+        packets in a row agree on the jump: the sender really restarted."""
+        if self.last_ts is None:
+            self.last_ts, self.last_ext, self.last_samples = ts, 0, samples
+            return 0
+        delta = ts_delta(ts, self.last_ts)
+        if abs(delta * self.scale) > restart_samples:
+            if self.candidate is not None and \
+                    0 < ts_delta(ts, self.candidate) * self.scale <= restart_samples:
+                return None
+            self.candidate = ts
+            return "jump"
+        self.candidate = None
+        if not self.confirmed and delta > 0:
+            # One packet later: does the step match the packet length in 8 kHz units?
+            self.scale = TRX_TS_DIVISOR if delta * TRX_TS_DIVISOR == self.last_samples else 1
+            self.confirmed = True
+        if delta > 0:
+            self.last_ts = ts
+            self.last_ext += delta
+            self.last_samples = samples
+            return self.last_ext * self.scale
+        return (self.last_ext + delta) * self.scale
+
+
+class RtpReceiver(Source):
+    clocked = False
+
+    def __init__(self, endpoint: Endpoint, fmt: AudioFormat, block_frames: int, *,
+                 jitter: JitterBuffer, takeover_ms: float = 100.0, fec: bool = True,
+                 drift: bool = True, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(endpoint, fmt, block_frames)
+        if fmt.rate != 48000:
+            raise EndpointError("the receiver plays at 48000 Hz (Opus' clock); drop --rate")
+        self.host, self.port = _listen_address(endpoint.target)
+        self.jitter = jitter
+        self.takeover_s = takeover_ms / 1000
+        self.use_fec = fec
+        self.clock = clock
+        self.stats = ReceiverStats()
+        self.decoder = OpusDecoder(fmt)
+        self.fec = FecDecoder()
+        self.drift = DriftController(fmt.rate) if drift else None
+        self.resampler = AdaptiveResampler(fmt)
+        self.output_latency_ms = 0.0
+        """What the sink adds (its device buffer), for the latency estimate."""
+        self.pacer: Pacer | None = Pacer(fmt.rate)
+        self._lock = threading.Lock()
+        self._stream: _Stream | None = None
+        self._socks: list[socket.socket] = []
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._pts = 0
+
+    @property
+    def name(self) -> str:
+        return f"rtp://{self.host or '*'}:{self.port}"
+
+    # --- network side ---------------------------------------------------------------------
+
+    def open(self) -> None:
+        self._socks = [self._bind(self.port)]
+        try:
+            self._socks.append(self._bind(self.port + 1))  # RTCP, where trx sends it
+        except DeviceError as err:
+            logger.info("not listening for RTCP on port %d: %s", self.port + 1, err)
+        self._thread = threading.Thread(target=self._net_loop, name="deskcast-rtp-rx",
+                                        daemon=True)
+        self._thread.start()
+        logger.info("listening for RTP on %s", self.name)
+
+    def _bind(self, port: int) -> socket.socket:
+        host = self.host
+        try:
+            multicast = bool(host) and ipaddress.ip_address(host).is_multicast
+        except ValueError:
+            multicast = False
+        v6 = ":" in host or not host
+        sock = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if v6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            sock.bind((host or "::", port))
+            if multicast and v6:
+                mreq6 = socket.inet_pton(socket.AF_INET6, host) + struct.pack("@I", 0)
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq6)
+            elif multicast:
+                mreq = socket.inet_aton(host) + socket.inet_aton("0.0.0.0")
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            sock.settimeout(0.2)
+        except OSError as err:
+            sock.close()
+            if err.errno == 98:
+                raise DeviceError(
+                    f"UDP port {port} is already in use: is another receiver running? "
+                    "choose another with [ADDR]:PORT"
+                ) from None
+            raise DeviceError(f"cannot listen on {host or '*'}:{port}: {err.strerror}"
+                              ) from None
+        return sock
+
+    def _net_loop(self) -> None:
+        import selectors
+
+        sel = selectors.DefaultSelector()
+        for sock in self._socks:
+            sel.register(sock, selectors.EVENT_READ, data=sock)
+        try:
+            while not self._stop.is_set():
+                for key, _ in sel.select(timeout=0.2):
+                    sock = key.data
+                    try:
+                        data = sock.recv(MAX_DATAGRAM)
+                    except OSError:
+                        continue
+                    self.handle(data, self.clock())
+        finally:
+            sel.close()
+
+    def handle(self, data: bytes, now: float) -> None:
+        """Check one datagram and queue it for playout (also used directly by tests)."""
+        stats = self.stats
+        stats.datagrams += 1
+        if is_rtcp(data):
+            stats.rtcp += 1
+            return
+        try:
+            packet = RtpPacket.parse(data)
+        except RtpError as err:
+            stats.dropped[err.reason] += 1
+            return
+        if packet.payload_type == FEC_PT:
+            self._repair(packet, now)
+            return
+        if packet.payload_type != TRX_PT and not 96 <= packet.payload_type <= 126:
+            stats.dropped["payload-type"] += 1
+            return
+        try:
+            samples = packet_samples(packet.payload, self.fmt.rate)
+        except CorruptPacket:
+            stats.dropped["opus-toc"] += 1
+            return
+        with self._lock:
+            stream = self._stream
+            if stream is None or stream.ssrc != packet.ssrc:
+                if stream is not None and now - stats.last_packet < self.takeover_s:
+                    stats.dropped["other-sender"] += 1
+                    return
+                stream = self._new_stream(packet)
+            restart = round(RESTART_JUMP_S * self.fmt.rate)
+            ts = stream.extend(packet.timestamp, samples, restart)
+            if ts == "jump":
+                stats.dropped["jump"] += 1
+                return
+            if ts is None:
+                stream = self._new_stream(packet)
+                ts = stream.extend(packet.timestamp, samples, restart)
+            assert isinstance(ts, int)
+            self.fec.add_source(packet.sequence, packet.timestamp, packet.payload)
+            result = self.jitter.put(ts, packet.payload, samples, now)
+            if result != "ok":
+                stats.dropped[result] += 1
+                return
+            stats.packets += 1
+            stats.last_packet = now
+
+    def _repair(self, packet: RtpPacket, now: float) -> None:
+        """A repair packet of `send --fec`: rebuild what its group lost."""
+        with self._lock:
+            stream = self._stream
+            if stream is None or packet.ssrc != stream.ssrc ^ FEC_SSRC_XOR:
+                self.stats.dropped["fec-orphan"] += 1
+                return
+            self.stats.fec_packets += 1
+            for got in self.fec.add_repair(packet.payload):
+                try:
+                    samples = packet_samples(got.payload, self.fmt.rate)
+                except CorruptPacket:
+                    continue
+                ts = stream.extend(got.timestamp, samples, round(RESTART_JUMP_S * self.fmt.rate))
+                if isinstance(ts, int) and self.jitter.put(ts, got.payload, samples, now) == "ok":
+                    self.stats.fec_recovered += 1
+            # A loss can only be rebuilt once the group's repairs are in: keep K frames.
+            floor = self.fec.group_k * max(self.jitter.frame_samples, 1)
+            if floor > self.jitter.min_samples:
+                self.jitter.min_samples = min(floor, self.jitter.max_samples)
+                self.jitter.target_samples = max(self.jitter.target_samples,
+                                                 self.jitter.min_samples)
+
+    def _new_stream(self, packet: RtpPacket) -> _Stream:
+        stream = _Stream(packet.ssrc, packet.payload_type)
+        if self._stream is not None:
+            logger.info("new sender: ssrc %08x replaces %08x", packet.ssrc, self._stream.ssrc)
+        else:
+            logger.info("sender: ssrc %08x, payload type %d", packet.ssrc, packet.payload_type)
+        self._stream = stream
+        self.jitter.reset()
+        self.decoder = OpusDecoder(self.fmt)
+        self.fec = FecDecoder()
+        if self.drift is not None:
+            self.drift.reset()
+        self.stats.senders += 1
+        self.stats.ssrc = packet.ssrc
+        self.stats.trx = packet.payload_type == TRX_PT
+        return stream
+
+    # --- playout side ---------------------------------------------------------------------
+
+    def read(self) -> PcmBlock:
+        with self._lock:
+            # Depth before the pop: the target counts the frame about to be played too.
+            depth, target = self.jitter.depth_samples, self.jitter.target_samples
+            frame = self.jitter.pop()
+            decoder = self.decoder
+        samples = frame.samples if frame is not None else (self.jitter.frame_samples or
+                                                           self.block_frames)
+        if self.pacer is not None:
+            self.pacer.wait(self._pts)
+        if frame is None:
+            block = PcmBlock(bytes(samples * self.fmt.frame_bytes), self.fmt, self._pts)
+        else:
+            block = PcmBlock(self._decode(decoder, frame), self.fmt, self._pts)
+            if self.drift is not None:
+                ratio = self.drift.update(depth, target, frame.samples)
+                block = self.resampler.process(block, ratio)
+        self._pts += block.frames
+        return block
+
+    def _decode(self, decoder: OpusDecoder, frame: Frame) -> bytes:
+        want = frame.samples * self.fmt.frame_bytes
+        try:
+            if frame.payload is not None:
+                pcm = decoder.decode(frame.payload)
+            elif frame.next_payload is not None and self.use_fec:
+                pcm = decoder.recover(frame.next_payload, _plc_frames(frame.samples))
+                self.stats.fec_used += 1
+            else:
+                pcm = decoder.conceal(_plc_frames(frame.samples))
+        except CorruptPacket:
+            self.stats.decode_errors += 1
+            try:
+                pcm = decoder.conceal(_plc_frames(frame.samples))
+            except CorruptPacket:
+                pcm = b""
+        if len(pcm) < want:
+            pcm += bytes(want - len(pcm))
+        return pcm[:want]
+
+    def status_fields(self) -> dict[str, object]:
+        """Everything the status line and --stats-json show."""
+        jb = self.jitter
+        js = jb.stats
+        played = js.played * max(1, jb.frame_samples) + js.concealed_samples
+        return {
+            "packets": self.stats.packets,
+            "datagrams": self.stats.datagrams,
+            "dropped": sum(self.stats.dropped.values()),
+            "dropped_by_reason": dict(self.stats.dropped),
+            "concealed_pct": 100 * js.concealed_samples / played if played else 0.0,
+            "late": js.late,
+            "duplicates": js.duplicates,
+            "underruns": js.underruns,
+            "skipped_ms": 1000 * js.skipped_samples / self.fmt.rate,
+            "jitter_ms": jb.jitter_ms,
+            "buffer_ms": 1000 * jb.depth_samples / self.fmt.rate,
+            "target_ms": 1000 * jb.target_samples / self.fmt.rate,
+            "senders": self.stats.senders,
+            "ssrc": None if self.stats.ssrc is None else f"{self.stats.ssrc:08x}",
+            "trx": self.stats.trx,
+            "decode_errors": self.stats.decode_errors,
+            "fec_recovered": self.stats.fec_recovered,
+            "drift_ppm": 0.0 if self.drift is None else round(self.drift.drift_ppm, 1),
+            "latency_ms": 1000 * jb.depth_samples / self.fmt.rate + self.output_latency_ms,
+        }
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2.0)
+            self._thread = None
+        for sock in self._socks:
+            sock.close()
+        self._socks = []
+
+
+def _plc_frames(samples: int) -> int:
+    """libopus conceals in multiples of 2.5 ms (120 samples at 48 kHz)."""
+    return max(120, -(-samples // 120) * 120)
+
+
+def _listen_address(text: str) -> tuple[str, int]:
+    """``PORT``, ``:PORT``, ``ADDR``, ``ADDR:PORT``, ``[V6]:PORT``, empty (all, 1350)."""
+    from deskcast.transport.sender import parse_hostport
+
+    text = text.strip()
+    if text.isdigit():
+        text = ":" + text
+    return parse_hostport(text, DEFAULT_PORT) if text else ("", DEFAULT_PORT)

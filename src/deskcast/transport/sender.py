@@ -1,0 +1,164 @@
+"""The sending end: a :class:`~deskcast.playback.base.Sink` that encodes each block as one Opus
+packet and sends it as RTP over UDP.
+
+Standard mode follows RFC 3550 + RFC 7587 (dynamic payload type, 48 kHz timestamps, random
+initial sequence number and timestamp). ``trx=True`` sends exactly what trx-rx expects:
+payload type 0, timestamps in 8 kHz units, sequence and timestamp starting at 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import socket
+import time
+from dataclasses import dataclass
+
+from deskcast.encode.opus import OpusEncoder
+from deskcast.endpoints import Endpoint
+from deskcast.errors import DeviceError, EndpointError
+from deskcast.media import AudioFormat, PcmBlock
+from deskcast.playback.base import Sink
+from deskcast.transport.fec import FEC_PT, FEC_SSRC_XOR, FecEncoder
+from deskcast.transport.rtp import RtpPacket
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PORT = 1350
+"""trx's port, so either end can talk to the other without options."""
+DYNAMIC_PT = 96
+TRX_PT = 0
+TRX_TS_DIVISOR = 6
+"""trx counts timestamps at 8 kHz: 48000 / 8000."""
+
+
+@dataclass
+class SenderStats:
+    packets: int = 0
+    octets: int = 0
+    send_errors: int = 0
+    started: float = 0.0
+
+
+def resolve(host: str, port: int) -> tuple[socket.AddressFamily, tuple[str, int] | tuple[
+        str, int, int, int]]:
+    """The first UDP address for ``host`` (system resolver: names, IPv4 and IPv6)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    except socket.gaierror as err:
+        raise EndpointError(f"cannot resolve {host!r}: {err.strerror}") from None
+    family, _, _, _, addr = infos[0]
+    return family, addr  # type: ignore[return-value]
+
+
+def parse_hostport(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
+    """``host``, ``host:port``, ``[v6]:port``, ``v6`` (several colons, no port), ``:port``."""
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    else:
+        host, port_text = text, ""
+    if port_text:
+        try:
+            port = int(port_text)
+        except ValueError:
+            raise EndpointError(f"bad port in {text!r}: give a number 1-65535") from None
+        if not 0 < port < 65536:
+            raise EndpointError(f"bad port in {text!r}: give a number 1-65535")
+    else:
+        port = default_port
+    return host, port
+
+
+class RtpSender(Sink):
+    """Blocks of exactly one Opus frame in, RTP datagrams out. Not clocked: the source paces."""
+
+    def __init__(self, endpoint: Endpoint, fmt: AudioFormat, block_frames: int, *,
+                 encoder: OpusEncoder, trx: bool = False, payload_type: int = DYNAMIC_PT,
+                 ttl: int | None = None, dscp: int | None = None,
+                 fec: FecEncoder | None = None) -> None:
+        super().__init__(endpoint, fmt, block_frames)
+        self.host, self.port = parse_hostport(endpoint.target)
+        self.encoder = encoder
+        self.trx = trx
+        self.payload_type = TRX_PT if trx else payload_type
+        self.ttl = ttl
+        self.dscp = dscp
+        self.ssrc = secrets.randbits(32)
+        self.sequence = 0 if trx else secrets.randbits(16)
+        self.timestamp = 0 if trx else secrets.randbits(32)
+        self.fec = fec
+        self.fec_sequence = secrets.randbits(16)
+        self.stats = SenderStats()
+        self._sock: socket.socket | None = None
+        self._addr: tuple[str, int] | tuple[str, int, int, int] | None = None
+
+    @property
+    def name(self) -> str:
+        return f"rtp://{self.host}:{self.port}" + (" (trx)" if self.trx else "")
+
+    def open(self) -> None:
+        family, self._addr = resolve(self.host, self.port)
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            if self.ttl is not None:
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, self.ttl)
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, self.ttl)
+                else:
+                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, self.ttl)
+                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, self.ttl)
+            if self.dscp is not None:
+                tos = self.dscp << 2
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, tos)
+                else:
+                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
+        except OSError as err:
+            sock.close()
+            raise DeviceError(f"cannot set up the socket for {self.name}: {err.strerror}"
+                              ) from None
+        self._sock = sock
+        self.stats.started = time.monotonic()
+        logger.info("sending %s to %s (%s), ssrc %08x, pt %d", self.encoder.describe(),
+                    self.name, self._addr[0], self.ssrc, self.payload_type)
+
+    def write(self, block: PcmBlock) -> None:
+        assert self._sock is not None and self._addr is not None, "open() first"
+        payload = self.encoder.encode(block)
+        packet = RtpPacket(self.payload_type, self.sequence, self.timestamp, self.ssrc, payload,
+                           marker=self.stats.packets == 0)
+        if self._send(bytes(packet)):
+            self.stats.packets += 1
+            self.stats.octets += len(payload)
+        if self.fec is not None:
+            for repair in self.fec.add(self.sequence, self.timestamp, payload):
+                extra = RtpPacket(FEC_PT, self.fec_sequence, self.timestamp,
+                                  self.ssrc ^ FEC_SSRC_XOR, repair)
+                self.fec_sequence = (self.fec_sequence + 1) & 0xFFFF
+                if self._send(bytes(extra)):
+                    self.stats.octets += len(repair)
+        self.sequence = (self.sequence + 1) & 0xFFFF
+        step = block.frames // TRX_TS_DIVISOR if self.trx else block.frames
+        self.timestamp = (self.timestamp + step) & 0xFFFFFFFF
+
+    def _send(self, data: bytes) -> bool:
+        assert self._sock is not None and self._addr is not None
+        try:
+            self._sock.sendto(data, self._addr)
+        except OSError as err:
+            # Unreachable networks and refused ports are normal while a receiver restarts.
+            self.stats.send_errors += 1
+            if self.stats.send_errors == 1:
+                logger.warning("sending to %s failed (%s); still trying", self.name,
+                               err.strerror)
+            return False
+        return True
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None

@@ -1,0 +1,197 @@
+"""Real interop with ffmpeg over loopback, both ways, through SDP (no sound server needed).
+
+* deskcast -> ffmpeg: ``write_sdp`` describes the stream, ffmpeg's SDP demuxer receives it.
+* ffmpeg -> deskcast: ffmpeg's RTP muxer (libopus) sends, ``deskcast receive`` plays it, and
+  ``parse_sdp`` reads the SDP ffmpeg wrote for it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import struct
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from deskcast.transport.sdp import parse_sdp
+from rig.signals import dominant_frequency, level_db, peak_db, read_wav
+
+from .conftest import Cli, audible, finish, wait_for_line
+
+RATE = 48000
+FFMPEG = shutil.which("ffmpeg")
+
+pytestmark = pytest.mark.skipif(FFMPEG is None, reason="ffmpeg is not installed")
+
+
+def _bindable(family: socket.AddressFamily, host: str, port: int) -> bool:
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.bind((host, port))
+    except OSError:
+        return False
+    return True
+
+
+def free_port_pair(v6: bool = False) -> int:
+    """An even UDP port whose successor (RTCP) is free too (on IPv6 as well if ``v6``)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1]) & ~1
+        ports = (port, port + 1)
+        if all(_bindable(socket.AF_INET, "", p) for p in ports) and (
+                not v6 or all(_bindable(socket.AF_INET6, "::", p) for p in ports)):
+            return port
+    raise RuntimeError("no free UDP port pair")
+
+
+def udp_port_bound(port: int) -> bool:
+    """Whether some socket is bound to UDP ``port`` (read from /proc: probing with bind()
+    could steal the port from ffmpeg in the instant it binds)."""
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local = line.split()[1]
+            if int(local.rsplit(":", 1)[1], 16) == port:
+                return True
+    return False
+
+
+def start_ffmpeg(*args: str) -> subprocess.Popen[bytes]:
+    assert FFMPEG is not None
+    return subprocess.Popen([FFMPEG, "-nostdin", "-hide_banner", "-v", "error", *args],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+
+
+def wait_ffmpeg(proc: subprocess.Popen[bytes], timeout: float) -> str:
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+        raise AssertionError(f"ffmpeg did not finish in {timeout} s: {err.decode()}") from None
+    assert proc.returncode == 0, err.decode(errors="replace")
+    return err.decode(errors="replace")
+
+
+def multicast_loopback_works() -> bool:
+    group = "239.255.77.77"
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("", 0))
+            mreq = socket.inet_aton(group) + struct.pack("=I", socket.INADDR_ANY)
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+            s.settimeout(1.0)
+            s.sendto(b"ping", (group, s.getsockname()[1]))
+            return s.recv(16) == b"ping"
+    except OSError:
+        return False
+
+
+def ipv6_loopback_works() -> bool:
+    return socket.has_ipv6 and _bindable(socket.AF_INET6, "::1", 0)
+
+
+@pytest.mark.parametrize(
+    "address, target",
+    [("127.0.0.1", "127.0.0.1:{port}"), ("::1", "[::1]:{port}"),
+     ("239.255.43.21", "239.255.43.21:{port}")],
+    ids=["ipv4", "ipv6", "multicast"],
+)
+def test_deskcast_to_ffmpeg(cli: Cli, tmp_path: Path, address: str, target: str) -> None:
+    """`deskcast send` -> ffmpeg reading the SDP that `deskcast send --sdp` wrote: a 1 kHz tone
+    at -12 dBFS peak arrives as exactly that."""
+    if address == "::1" and not ipv6_loopback_works():
+        pytest.skip("no IPv6 loopback")
+    if address.startswith("239.") and not multicast_loopback_works():
+        pytest.skip("IPv4 multicast does not loop back on this machine")
+    port = free_port_pair(v6=":" in address)
+    sdp_file = tmp_path / "deskcast.sdp"
+    made = cli.run("send", target.format(port=port), "--sdp", str(sdp_file), "-s", "silence",
+                   "-t", "0.02", "--ttl", "1")
+    assert made.returncode == 0, made.stderr
+    desc = parse_sdp(sdp_file.read_text())
+    assert (desc.address, desc.port, desc.payload_type, desc.ptime_ms) == (address, port, 96,
+                                                                           20.0)
+    out = tmp_path / "out.wav"
+    # The SDP demuxer opens rtp:// and udp:// URLs, which are not on the default protocol
+    # whitelist when the input is a file: without -protocol_whitelist ffmpeg says "Protocol
+    # 'rtp' not on whitelist 'file,crypto,data'!".
+    ffmpeg = start_ffmpeg("-protocol_whitelist", "file,udp,rtp", "-i", str(sdp_file),
+                          "-t", "3", "-ar", str(RATE), "-ac", "2", "-y", str(out))
+    try:
+        deadline = time.monotonic() + 5.0
+        while not udp_port_bound(port):
+            assert ffmpeg.poll() is None, ffmpeg.communicate()[1].decode(errors="replace")
+            assert time.monotonic() < deadline, "ffmpeg did not open the RTP port"
+            time.sleep(0.02)
+        tx = cli.run("send", target.format(port=port), "-s", "tone:1000", "-t", "4",
+                     "--ttl", "1", timeout=15)
+        assert tx.returncode == 0, tx.stderr.decode(errors="replace")
+        wait_ffmpeg(ffmpeg, timeout=5.0)
+    finally:
+        if ffmpeg.poll() is None:
+            ffmpeg.kill()
+            ffmpeg.communicate()
+    x, rate = read_wav(out)
+    assert rate == RATE and x.shape[1] == 2
+    heard = audible(x)
+    assert len(heard) == pytest.approx(3 * RATE, abs=0.1 * RATE)
+    assert dominant_frequency(heard, RATE) == pytest.approx(1000.0, abs=1.0)
+    steady = heard[RATE // 10: -RATE // 10]
+    assert level_db(steady) == pytest.approx(-15.0, abs=0.5)   # -12 dBFS peak sine
+    assert peak_db(steady) == pytest.approx(-12.0, abs=1.0)
+
+
+def test_ffmpeg_to_deskcast(cli: Cli, tmp_path: Path) -> None:
+    """ffmpeg's RTP muxer (libopus, payload type 96) -> `deskcast receive`; and the SDP that
+    ffmpeg writes for its stream reads back with parse_sdp."""
+    port = free_port_pair()
+    out = tmp_path / "rx.wav"
+    stats = tmp_path / "rx.json"
+    # --no-drift: this test is about the wire format; the clock-drift resampler (which may
+    # bend pitch by up to 2 per mille while the jitter buffer settles) has its own tests.
+    rx = cli.start("-v", "receive", f":{port}", "-o", f"file:{out}", "-t", "5",
+                   "--stats-json", str(stats), "--no-drift")
+    wait_for_line(rx, "listening for RTP")
+    sdp_file = tmp_path / "ffmpeg.sdp"
+    # samples_per_frame=960 + frame_duration 20: one 20 ms input frame per Opus packet, so -re
+    # paces packets evenly (lavfi's default 1024-sample frames send them in little bursts).
+    ffmpeg = start_ffmpeg(
+        "-re", "-f", "lavfi", "-i", f"sine=frequency=800:sample_rate={RATE}:samples_per_frame=960",
+        "-ac", "2", "-t", "3", "-c:a", "libopus", "-b:a", "128k", "-frame_duration", "20",
+        "-f", "rtp", "-payload_type", "96", "-sdp_file", str(sdp_file),
+        f"rtp://127.0.0.1:{port}")
+    try:
+        wait_ffmpeg(ffmpeg, timeout=10.0)
+        status, err = finish(rx, timeout=10.0)
+    finally:
+        for proc in (ffmpeg, rx):
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert status == 0, err
+
+    x, _ = read_wav(out)
+    heard = audible(x)
+    assert len(heard) == pytest.approx(3 * RATE, abs=0.1 * RATE)
+    assert dominant_frequency(heard, RATE) == pytest.approx(800.0, abs=1.0)
+    # lavfi's sine is 1/8 full scale (-18 dBFS peak, -21 RMS); -ac 2 spreads the mono tone
+    # over both channels at -3 dB each.
+    assert level_db(heard[RATE // 10: -RATE // 10]) == pytest.approx(-24.1, abs=1.0)
+    record = json.loads(stats.read_text().strip().splitlines()[-1])
+    assert record["trx"] is False and record["decode_errors"] == 0
+    assert record["packets"] >= 140 and record["dropped"] == 0
+
+    desc = parse_sdp(sdp_file.read_text())
+    assert (desc.address, desc.port, desc.payload_type) == ("127.0.0.1", port, 96)
+    assert (desc.encoding, desc.clock_rate, desc.channels) == ("opus", RATE, 2)

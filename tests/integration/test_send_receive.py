@@ -1,0 +1,285 @@
+"""send -> (impaired network) -> receive, with real sound servers and real trx peers."""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from deskcast.transport.rtp import RtpPacket
+from rig import SoundServer
+from rig.capture import Recorder, play_file, wait_played
+from rig.netem import Impairment, ImpairmentProxy
+from rig.signals import dominant_frequency, level_db, read_wav, tone, write_wav
+
+from .conftest import Cli, audible, finish, wait_for_line
+
+RATE = 48000
+
+
+def free_port_pair() -> int:
+    """An even UDP port whose successor (RTCP) is free too."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a:
+            a.bind(("127.0.0.1", 0))
+            port = int(a.getsockname()[1]) & ~1
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b, \
+                    socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+                b.bind(("", port))
+                c.bind(("", port + 1))
+                return port
+        except OSError:
+            continue
+    raise RuntimeError("no free UDP port pair")
+
+
+def last_stats(path: Path) -> dict[str, object]:
+    lines = path.read_text().strip().splitlines()
+    assert lines, "no --stats-json lines were written"
+    record: dict[str, object] = json.loads(lines[-1])
+    return record
+
+
+def receive(cli: Cli, port: int, out: Path, seconds: float, *extra: str
+            ) -> subprocess.Popen[bytes]:
+    proc = cli.start("-v", "receive", f":{port}", "-o", f"file:{out}", "-t", str(seconds),
+                     "--stats-json", str(out.with_suffix(".json")), *extra)
+    wait_for_line(proc, "listening for RTP")
+    return proc
+
+
+def test_tone_over_loopback(cli: Cli, tmp_path: Path) -> None:
+    port = free_port_pair()
+    out = tmp_path / "rx.wav"
+    rx = receive(cli, port, out, 4)
+    tx = cli.run("send", f"127.0.0.1:{port}", "-s", "tone:1000", "-t", "3")
+    assert tx.returncode == 0, tx.stderr
+    status, err = finish(rx)
+    assert status == 0, err
+    x, _ = read_wav(out)
+    heard = audible(x)
+    assert len(heard) == pytest.approx(3 * RATE, abs=0.1 * RATE)
+    assert dominant_frequency(heard, RATE) == pytest.approx(1000.0, abs=0.5)
+    assert level_db(heard[RATE // 10: -RATE // 10]) == pytest.approx(-15.0, abs=0.5)
+    stats = last_stats(out.with_suffix(".json"))
+    assert stats["concealed_pct"] == 0.0 and stats["dropped"] == 0
+    assert stats["trx"] is False
+
+
+def test_hub_to_speakers_through_both_sound_servers(sound_server: SoundServer, cli: Cli,
+                                                    tmp_path: Path) -> None:
+    """paplay -> hub -> send -s pulse:hub.monitor -> receive -o pulse:out -> out.monitor."""
+    port = free_port_pair()
+    long_tone = write_wav(tmp_path / "t.wav", tone(660.0, 4.0), RATE)
+    rx = cli.start("-v", "receive", f":{port}", "-o", "pulse:out", "-t", "6")
+    wait_for_line(rx, "listening for RTP")
+    tx = cli.start("-v", "send", f"127.0.0.1:{port}", "-s", "pulse:hub.monitor", "-t", "5")
+    wait_for_line(tx, "sending Opus")
+    with Recorder(sound_server, "out.monitor") as rec:
+        time.sleep(0.3)
+        wait_played(play_file(sound_server, long_tone, "hub"))
+        time.sleep(0.5)
+    for proc in (tx, rx):
+        status, err = finish(proc)
+        assert status == 0, err
+    heard = audible(rec.audio)
+    assert len(heard) > 3.5 * RATE
+    assert dominant_frequency(heard, RATE) == pytest.approx(660.0, abs=0.5)
+    assert level_db(heard[RATE // 2: -RATE // 2]) == pytest.approx(-12.0, abs=1.0)
+
+
+@pytest.mark.parametrize(
+    "impairment, send_args, max_concealed_pct",
+    [(Impairment(loss=0.05, jitter_ms=10.0), (), 5.0 + 3.0),
+     (Impairment(burst_loss=0.01, burst_length=(3, 6), delay_ms=5.0), (), 6.0),
+     (Impairment(reorder=0.1, duplicate=0.1, jitter_ms=5.0), (), 1.0),
+     (Impairment(loss=0.10), ("--fec", "4:2"), 2.0)],
+    ids=["loss5-jitter10", "bursts", "reorder-dup", "loss10-fec"],
+)
+def test_impaired_network(cli: Cli, tmp_path: Path, impairment: Impairment,
+                          send_args: tuple[str, ...], max_concealed_pct: float) -> None:
+    port = free_port_pair()
+    out = tmp_path / "rx.wav"
+    rx = receive(cli, port, out, 5)
+    with ImpairmentProxy(("127.0.0.1", port), impairment, seed=11) as proxy:
+        host, pport = proxy.address
+        tx = cli.run("send", f"{host}:{pport}", "-s", "tone:1000", "-t", "4", *send_args)
+        assert tx.returncode == 0, tx.stderr
+        status, err = finish(rx)
+    assert status == 0, err
+    stats = last_stats(out.with_suffix(".json"))
+    assert isinstance(stats["concealed_pct"], float)
+    assert stats["concealed_pct"] <= max_concealed_pct
+    x, _ = read_wav(out)
+    heard = audible(x)
+    assert len(heard) > 3 * RATE
+    assert dominant_frequency(heard, RATE) == pytest.approx(1000.0, abs=1.0)
+    assert proxy.stats.forwarded > 150
+    if send_args:
+        assert isinstance(stats["fec_recovered"], int) and stats["fec_recovered"] > 10
+
+
+def test_garbage_never_stops_playback(cli: Cli, tmp_path: Path) -> None:
+    """Random bytes, truncated/oversized/wrong-version/wrong-PT packets and corrupt Opus are
+    blasted at a playing receiver: they are counted and dropped, the tone plays on."""
+    port = free_port_pair()
+    out = tmp_path / "rx.wav"
+    rx = receive(cli, port, out, 5)
+    stop = threading.Event()
+    sent = [0]
+
+    def blast() -> None:
+        rng = random.Random(5)
+        good = bytes(RtpPacket(96, 1, 960, 0x1234, b"\xfc" + bytes(100)))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            while not stop.is_set():
+                kind = rng.randrange(6)
+                if kind == 0:
+                    data = rng.randbytes(rng.randrange(0, 1500))
+                elif kind == 1:
+                    data = good[: rng.randrange(0, 12)]
+                elif kind == 2:
+                    data = bytes([0x40]) + good[1:]                 # version 1
+                elif kind == 3:
+                    data = bytes(RtpPacket(13, 1, 2, 3, b"x"))       # comfort noise PT
+                elif kind == 4:
+                    data = bytes(RtpPacket(96, rng.randrange(65536), rng.randrange(2**32),
+                                           rng.randrange(2**32), rng.randbytes(200)))
+                else:
+                    data = rng.randbytes(60000)
+                s.sendto(data, ("127.0.0.1", port))
+                sent[0] += 1
+                if sent[0] % 50 == 0:
+                    time.sleep(0.005)
+
+    blaster = threading.Thread(target=blast)
+    blaster.start()
+    try:
+        tx = cli.run("send", f"127.0.0.1:{port}", "-s", "tone:1000", "-t", "4")
+    finally:
+        stop.set()
+        blaster.join()
+    assert tx.returncode == 0, tx.stderr
+    status, err = finish(rx)
+    assert status == 0, err
+    assert "Traceback" not in err
+    stats = last_stats(out.with_suffix(".json"))
+    assert isinstance(stats["dropped"], int) and stats["dropped"] > 1000
+    x, _ = read_wav(out)
+    heard = audible(x)
+    assert len(heard) > 3.5 * RATE
+    # The blast loads both cores; the drift controller may then correct by up to its 2 per
+    # mille limit (see the note on issue 3), so allow 2.5 Hz.
+    assert dominant_frequency(heard, RATE) == pytest.approx(1000.0, abs=2.5)
+    assert sent[0] > 2000
+
+
+def test_second_sender_does_not_mix_and_a_new_one_takes_over(cli: Cli, tmp_path: Path) -> None:
+    port = free_port_pair()
+    out = tmp_path / "rx.wav"
+    rx = receive(cli, port, out, 6)
+    first = cli.start("send", f"127.0.0.1:{port}", "-s", "tone:500", "-t", "3")
+    time.sleep(1.0)
+    second = cli.start("send", f"127.0.0.1:{port}", "-s", "tone:1500", "-t", "4.5")
+    for proc in (first, second):
+        status, err = finish(proc)
+        assert status == 0, err
+    status, err = finish(rx)
+    assert status == 0, err
+    x, _ = read_wav(out)
+    heard = audible(x)
+    spans = [heard[i: i + RATE // 4] for i in range(0, len(heard) - RATE // 4, RATE // 4)]
+    freqs = [dominant_frequency(s, RATE) for s in spans if level_db(s) > -30]
+    assert freqs[0] == pytest.approx(500, abs=2)
+    assert freqs[-1] == pytest.approx(1500, abs=2)
+    # Never both at once: each quarter second is one tone, and 500 Hz lasts until the first
+    # sender stops (about 3 s), not just until the second one starts (1 s).
+    assert all(abs(f - 500) < 3 or abs(f - 1500) < 3 for f in freqs)
+    switch = next(i for i, f in enumerate(freqs) if abs(f - 1500) < 3)
+    assert switch >= 7
+    assert all(abs(f - 1500) < 3 for f in freqs[switch:])
+    stats = last_stats(out.with_suffix(".json"))
+    assert stats["senders"] == 2
+    assert isinstance(stats["dropped_by_reason"], dict)
+    assert stats["dropped_by_reason"].get("other-sender", 0) > 50
+
+
+def test_trx_tx_into_deskcast_receive(sound_server: SoundServer, cli: Cli,
+                                      tmp_path: Path) -> None:
+    """The Debian trx package's sender (PT 0, 8 kHz timestamps) is recognised and played."""
+    port = free_port_pair()
+    out = tmp_path / "rx.wav"
+    rx = receive(cli, port, out, 5)
+    player = cli.start("play", "tone:700", "pulse:hub", "-t", "5")
+    trx = subprocess.Popen(["trx-tx", "-d", "pulse:hub.monitor", "-h", "127.0.0.1",
+                            "-p", str(port)], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, env=dict(sound_server.env))
+    try:
+        status, err = finish(rx)
+    finally:
+        trx.terminate()
+        trx.wait(5)
+        player.kill()
+        player.communicate()
+    assert status == 0, err
+    stats = last_stats(out.with_suffix(".json"))
+    assert stats["trx"] is True and stats["concealed_pct"] == 0.0
+    x, _ = read_wav(out)
+    heard = audible(x)
+    assert len(heard) > 3 * RATE
+    assert dominant_frequency(heard, RATE) == pytest.approx(700.0, abs=0.5)
+    assert level_db(heard[RATE // 2: -RATE // 2]) == pytest.approx(-15.0, abs=1.0)
+
+
+def test_deskcast_send_trx_into_trx_rx(sound_server: SoundServer, cli: Cli) -> None:
+    """`send --trx` is played correctly by the Debian trx package's receiver."""
+    port = free_port_pair()
+    trx = subprocess.Popen(["trx-rx", "-d", "pulse:out", "-h", "127.0.0.1", "-p", str(port)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           env=dict(sound_server.env))
+    try:
+        time.sleep(0.5)
+        with Recorder(sound_server, "out.monitor") as rec:
+            tx = cli.run("send", f"127.0.0.1:{port}", "--trx", "-s", "tone:900", "-t", "3")
+            assert tx.returncode == 0, tx.stderr
+            time.sleep(0.5)
+    finally:
+        trx.terminate()
+        trx.wait(5)
+    heard = audible(rec.audio)
+    assert len(heard) > 2.5 * RATE
+    assert dominant_frequency(heard, RATE) == pytest.approx(900.0, abs=0.5)
+    assert level_db(heard[RATE // 2: -RATE // 2]) == pytest.approx(-15.0, abs=1.5)
+
+
+def test_clock_drift_is_followed_without_running_dry(cli: Cli, tmp_path: Path) -> None:
+    """A sender whose clock runs 1000 ppm slow for a minute: uncorrected, the 40 ms buffer
+    would run dry after 40 s and again and again; corrected, it stays put, and the receiver
+    measures the drift. (An hour at +-300 ppm: tests/unit/test_drift.py.)"""
+    ppm = -1000.0
+    port = free_port_pair()
+    out = tmp_path / "rx.wav"
+    rx = receive(cli, port, out, 61, "--no-adaptive", "--jitter-ms", "40")
+    tx = cli.run("send", f"127.0.0.1:{port}", "-s", f"tone:1000?clock_ppm={ppm}", "-t", "60",
+                 timeout=90)
+    assert tx.returncode == 0, tx.stderr
+    status, err = finish(rx, timeout=90)
+    assert status == 0, err
+    records = [json.loads(line) for line in
+               out.with_suffix(".json").read_text().strip().splitlines()]
+    late = [r for r in records if 10 <= r["elapsed_s"] <= 59.5]
+    assert late, records
+    assert late[-1]["drift_ppm"] < -400                   # the drift was learnt
+    assert late[-1]["skipped_ms"] == 0 and late[-1]["underruns"] <= 2
+    tail = [r["buffer_ms"] for r in late if r["elapsed_s"] >= 40]
+    assert sum(tail) / len(tail) >= 15, tail  # on target reads 20 (after a pop); uncorrected ~10
+    x, _ = read_wav(out)
+    heard = audible(x)
+    assert dominant_frequency(heard[RATE:], RATE) == pytest.approx(1000.0, abs=2.0)

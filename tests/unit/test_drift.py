@@ -1,0 +1,77 @@
+"""Drift compensation, simulated over an hour with a fake clock, and the resampler on audio."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from deskcast.media import AudioFormat, PcmBlock
+from deskcast.transport.drift import AdaptiveResampler, DriftController
+
+RATE = 48000
+PACKET = 960          # the sender's 20 ms packets
+OUT = 480             # our sink takes 10 ms blocks
+TARGET = 1920         # 40 ms jitter target
+
+
+def simulate(ppm: float, seconds: float, compensate: bool = True) -> tuple[list[float], float]:
+    """Sender at (1 + ppm) x nominal, receiver at nominal; returns depths (ms) once a second
+    and the controller's drift estimate."""
+    ctl = DriftController(RATE)
+    sender_rate = RATE * (1 + ppm / 1e6)
+    produced = float(TARGET)  # start at the target
+    consumed = 0.0
+    depths: list[float] = []
+    t = 0.0
+    step = OUT / RATE
+    next_report = 1.0
+    while t < seconds:
+        t += step
+        produced_now = TARGET + int(t * sender_rate / PACKET) * PACKET  # whole packets
+        depth = produced_now - consumed
+        ratio = ctl.update(depth, TARGET, OUT) if compensate else 1.0
+        consumed += OUT / ratio
+        produced = produced_now
+        if t >= next_report:
+            depths.append(1000 * (produced - consumed) / RATE)
+            next_report += 1.0
+    return depths, ctl.drift_ppm
+
+
+@pytest.mark.parametrize("ppm", [300.0, -300.0, 1000.0, 0.0])
+def test_an_hour_of_drift_neither_underruns_nor_grows(ppm: float) -> None:
+    depths, estimate = simulate(ppm, 3600.0)
+    settled = depths[120:]
+    assert min(depths) > 10.0, "the buffer ran dry"
+    assert max(settled) < 40.0 + 30.0                   # no creep: target + deadband + packet
+    assert np.mean(settled) == pytest.approx(40.0, abs=15.0)
+    assert estimate == pytest.approx(ppm, abs=max(30.0, abs(ppm) * 0.1))
+
+
+def test_without_compensation_the_delay_creeps() -> None:
+    depths, _ = simulate(300.0, 600.0, compensate=False)
+    assert depths[-1] - depths[0] > 150.0  # 300 ppm for 10 minutes: +180 ms
+
+
+def test_correction_is_limited_to_two_per_mille() -> None:
+    ctl = DriftController(RATE)
+    for _ in range(10000):
+        ratio = ctl.update(10 * RATE, TARGET, OUT)  # absurdly full
+    assert ratio == pytest.approx(1 - 0.002)
+
+
+def test_resampler_changes_length_by_the_ratio_and_keeps_the_pitch_within_the_ratio() -> None:
+    fmt = AudioFormat()
+    t = np.arange(RATE * 2) / RATE
+    x = 0.5 * np.sin(2 * np.pi * 1000 * t)
+    rs = AdaptiveResampler(fmt)
+    out = []
+    for i in range(0, len(x), 960):
+        chunk = np.repeat(x[i:i + 960, None], 2, axis=1)
+        out.append(rs.process(PcmBlock.from_float(chunk, fmt), 1.002).as_float())
+    y = np.concatenate(out)
+    assert len(y) == pytest.approx(len(x) * 1.002, abs=200)
+    seg = y[RATE // 2: RATE // 2 + RATE, 0]
+    mag = np.abs(np.fft.rfft(seg * np.hanning(len(seg)), 8 * len(seg)))
+    freq = np.argmax(mag) * RATE / (8 * len(seg))
+    assert freq == pytest.approx(1000 / 1.002, abs=0.5)

@@ -1,0 +1,927 @@
+"""RTP/RTCP packets (deskcast.transport.rtp): known bytes, round trips, fuzzing, counters."""
+
+from __future__ import annotations
+
+import pickle
+import random
+import struct
+from collections.abc import Callable
+from dataclasses import replace
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from deskcast.transport.rtp import (
+    REASONS,
+    RTCP_APP,
+    SDES_CNAME,
+    SDES_TOOL,
+    AppPacket,
+    Bye,
+    JitterEstimator,
+    ReceiverReport,
+    ReportBlock,
+    RtcpPacket,
+    RtpError,
+    RtpPacket,
+    SenderReport,
+    SequenceTracker,
+    SourceDescription,
+    dlsr_from_seconds,
+    is_rtcp,
+    ntp_from_unix,
+    ntp_middle32,
+    parse_rtcp,
+    round_trip_seconds,
+    seq_delta,
+    serialize_rtcp,
+    ts_delta,
+    unix_from_ntp,
+)
+
+FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+RICH = settings(FAST, max_examples=150)  # for the costlier generated packets and streams
+
+OPUS_FRAME = bytes.fromhex("fc ff fe 01 02 03 04 05")  # a TOC byte and some frame bytes
+
+
+def h(text: str) -> bytes:
+    return bytes.fromhex(text)
+
+
+# --------------------------------------------------------------------------------------------
+# RTP: known bytes
+
+
+@pytest.mark.parametrize(("seq", "ts"), [(0, 0), (1, 160)])
+def test_trx_packets(seq: int, ts: int) -> None:
+    # trx-tx: V=2, no P/X/CC, M=0, PT=0, timestamps counted in 8 kHz units (160 per 20 ms)
+    data = h("80 00") + struct.pack("!HI", seq, ts) + h("5eadc0de") + OPUS_FRAME
+    packet = RtpPacket.parse(data)
+    assert packet == RtpPacket(0, seq, ts, 0x5EADC0DE, OPUS_FRAME)
+    assert not packet.marker and packet.csrcs == () and packet.extension is None
+    assert bytes(packet) == data
+
+
+def test_rfc7587_packet() -> None:
+    # PT 96 with the marker bit (first packet of a talkspurt), 48 kHz clock: 960 per 20 ms
+    data = h("80 e0 ff ff 00 00 03 c0 12 34 56 78") + OPUS_FRAME
+    packet = RtpPacket.parse(data)
+    assert packet.payload_type == 96
+    assert packet.marker
+    assert packet.sequence == 65535
+    assert packet.timestamp == 960
+    assert packet.ssrc == 0x12345678
+    assert packet.payload == OPUS_FRAME
+    assert bytes(packet) == data
+
+
+def test_csrcs_extension_and_padding() -> None:
+    data = (
+        h("b2 e0 00 07 00 01 00 00 aa bb cc dd")  # V=2 P=1 X=1 CC=2, M=1 PT=96, seq 7, ts 65536
+        + h("00 00 00 01 ff ff ff fe")  # two CSRCs
+        + h("be de 00 02 10 ab 00 00 22 cd ef 00")  # RFC 8285 one-byte extension, 2 words
+        + OPUS_FRAME
+        + h("00 00 00 04")  # 4 bytes of padding, the last one counting them
+    )
+    packet = RtpPacket.parse(data)
+    assert packet == RtpPacket(
+        payload_type=96,
+        sequence=7,
+        timestamp=65536,
+        ssrc=0xAABBCCDD,
+        payload=OPUS_FRAME,
+        marker=True,
+        csrcs=(1, 0xFFFFFFFE),
+        extension=(0xBEDE, h("10 ab 00 00 22 cd ef 00")),
+    )
+    # serialized without padding: P bit clear, the 4 padding bytes gone
+    assert bytes(packet) == bytes([data[0] & ~0x20]) + data[1:-4]
+
+
+def test_padding_only_payload() -> None:
+    # a packet whose body is all padding (e.g. used to fill bandwidth) has an empty payload
+    packet = RtpPacket.parse(h("a0 60 00 01 00 00 00 00 00 00 00 01 00 00 03"))
+    assert packet.payload == b""
+
+
+def test_extension_without_data() -> None:
+    data = h("90 00 00 00 00 00 00 00 00 00 00 09 12 34 00 00") + b"x"
+    packet = RtpPacket.parse(data)
+    assert packet.extension == (0x1234, b"")
+    assert packet.payload == b"x"
+    assert bytes(packet) == data
+
+
+def test_parse_accepts_buffers() -> None:
+    data = bytes(RtpPacket(96, 1, 2, 3, b"abc"))
+    assert RtpPacket.parse(bytearray(data)) == RtpPacket.parse(memoryview(data))
+    assert type(RtpPacket.parse(memoryview(data)).payload) is bytes
+
+
+# --------------------------------------------------------------------------------------------
+# RTP: errors
+
+
+def rtcp_header(b0: int, packet_type: int, words: int) -> bytes:
+    return struct.pack("!BBH", b0, packet_type, words)
+
+
+RR_EMPTY = h("80 c9 00 01 00 00 00 2a")
+
+# (parser, datagram, reason): one or more for every reason token
+ERROR_CASES: list[tuple[str, bytes, str]] = [
+    ("rtp", b"", "short"),
+    ("rtp", h("80 00 00 00 00 00 00 00 00 00 00"), "short"),
+    ("rtp", h("40 00 00 00 00 00 00 00 00 00 00 00"), "version"),
+    ("rtp", h("00 00 00 00 00 00 00 00 00 00 00 00"), "version"),
+    ("rtp", h("80 48 00 00 00 00 00 00 00 00 00 00"), "payload-type"),  # PT 72
+    ("rtp", h("80 4c 00 00 00 00 00 00 00 00 00 00"), "payload-type"),  # PT 76
+    ("rtp", RR_EMPTY + bytes(4), "payload-type"),  # an RTCP RR given to the RTP parser
+    ("rtp", h("81 00 00 00 00 00 00 00 00 00 00 00 00 00 00"), "csrc"),
+    ("rtp", h("8f 00 00 00 00 00 00 00 00 00 00 00") + bytes(56), "csrc"),
+    ("rtp", h("90 00 00 00 00 00 00 00 00 00 00 00 be de"), "extension"),
+    ("rtp", h("90 00 00 00 00 00 00 00 00 00 00 00 be de 00 01 00 00 00"), "extension"),
+    ("rtp", h("a0 00 00 00 00 00 00 00 00 00 00 00 01 02 00"), "padding"),  # count 0
+    ("rtp", h("a0 00 00 00 00 00 00 00 00 00 00 00 01 02 04"), "padding"),  # count > 3 bytes
+    ("rtp", h("a0 00 00 00 00 00 00 00 00 00 00 00"), "padding"),  # no byte to count
+    ("rtcp", b"", "short"),
+    ("rtcp", h("80 c9 00"), "short"),
+    ("rtcp", h("40 c9 00 01 00 00 00 2a"), "version"),
+    ("rtcp", RR_EMPTY + h("c0 cb 00 00"), "version"),  # version 3 in the second packet
+    ("rtcp", h("80 60 00 01 00 00 00 2a"), "rtcp-type"),  # an RTP header
+    ("rtcp", h("80 e0 00 00"), "rtcp-type"),  # 224
+    ("rtcp", h("80 c9 00 02 00 00 00 2a"), "rtcp-length"),
+    ("rtcp", RR_EMPTY + h("81 cb 00"), "rtcp-length"),  # three bytes left over
+    ("rtcp", h("a0 c9 00 01 00 00 00 00"), "padding"),  # count 0
+    ("rtcp", h("a0 c9 00 01 00 00 00 05"), "padding"),  # count > body
+    ("rtcp", h("80 c8 00 01 00 00 00 2a"), "report"),  # SR without sender info
+    ("rtcp", h("81 c9 00 01 00 00 00 2a"), "report"),  # RR claiming a block it lacks
+    ("rtcp", h("80 c9 00 00"), "report"),  # RR without SSRC
+    ("rtcp", h("82 ca 00 02 00 00 00 01 00 00 00 00"), "sdes"),  # second chunk missing
+    ("rtcp", h("81 ca 00 02 00 00 00 01 01 09 61 62"), "sdes"),  # item longer than packet
+    ("rtcp", h("81 ca 00 02 00 00 00 01 01 01 61 02"), "sdes"),  # item header cut off
+    ("rtcp", h("82 cb 00 01 00 00 00 01"), "bye"),  # 2 SSRCs claimed, 1 present
+    ("rtcp", h("81 cb 00 02 00 00 00 01 05 61 62 63"), "bye"),  # reason longer than packet
+    ("rtcp", h("80 cc 00 01 00 00 00 01"), "app"),  # no name
+]
+
+
+def parser(kind: str) -> Callable[[bytes], object]:
+    return RtpPacket.parse if kind == "rtp" else parse_rtcp
+
+
+@pytest.mark.parametrize(("kind", "data", "reason"), ERROR_CASES)
+def test_error_reasons(kind: str, data: bytes, reason: str) -> None:
+    with pytest.raises(RtpError) as info:
+        parser(kind)(data)
+    assert info.value.reason == reason
+    message = str(info.value)
+    assert message and "\n" not in message
+
+
+def test_every_reason_is_exercised() -> None:
+    assert {reason for _, _, reason in ERROR_CASES} == REASONS
+
+
+def test_error_is_value_error_and_pickles() -> None:
+    with pytest.raises(ValueError) as info:
+        RtpPacket.parse(b"x")
+    assert isinstance(info.value, RtpError)
+    copy = pickle.loads(pickle.dumps(info.value))
+    assert (copy.reason, str(copy)) == (info.value.reason, str(info.value))
+
+
+@pytest.mark.parametrize(
+    "packet",
+    [
+        RtpPacket(128, 0, 0, 0),
+        RtpPacket(-1, 0, 0, 0),
+        RtpPacket(72, 0, 0, 0),
+        RtpPacket(96, 65536, 0, 0),
+        RtpPacket(96, -1, 0, 0),
+        RtpPacket(96, 0, 1 << 32, 0),
+        RtpPacket(96, 0, 0, -1),
+        RtpPacket(96, 0, 0, 0, csrcs=tuple(range(16))),
+        RtpPacket(96, 0, 0, 0, csrcs=(1 << 32,)),
+        RtpPacket(96, 0, 0, 0, extension=(0x10000, b"")),
+        RtpPacket(96, 0, 0, 0, extension=(0xBEDE, b"abc")),
+        RtpPacket(96, 0, 0, 0, extension=(0xBEDE, bytes(4 * 65536))),
+    ],
+)
+def test_serialize_rejects_bad_fields(packet: RtpPacket) -> None:
+    with pytest.raises(ValueError) as info:
+        bytes(packet)
+    assert not isinstance(info.value, RtpError)
+
+
+# --------------------------------------------------------------------------------------------
+# RTP: properties
+
+u32 = st.integers(0, 0xFFFFFFFF)
+payload_types = st.integers(0, 127).filter(lambda pt: not 72 <= pt <= 76)
+
+
+@st.composite
+def rtp_packets(draw: st.DrawFn) -> RtpPacket:
+    return RtpPacket(
+        payload_type=draw(payload_types),
+        sequence=draw(st.integers(0, 0xFFFF)),
+        timestamp=draw(u32),
+        ssrc=draw(u32),
+        payload=draw(st.binary(max_size=64)),
+        marker=draw(st.booleans()),
+        csrcs=tuple(draw(st.lists(u32, max_size=15))),
+        extension=draw(
+            st.none()
+            | st.tuples(
+                st.integers(0, 0xFFFF),
+                st.integers(0, 4).flatmap(lambda n: st.binary(min_size=4 * n, max_size=4 * n)),
+            )
+        ),
+    )
+
+
+@RICH
+@given(rtp_packets())
+def test_rtp_round_trip(packet: RtpPacket) -> None:
+    data = bytes(packet)
+    assert RtpPacket.parse(data) == packet
+    assert bytes(RtpPacket.parse(data)) == data
+    # RFC 5761: only M=1 with PT 64..95 looks like RTCP, which is why those PTs are not muxed
+    assert is_rtcp(data) == (packet.marker and 64 <= packet.payload_type <= 95)
+
+
+@RICH
+@given(rtp_packets(), st.integers(1, 255), st.data())
+def test_rtp_padding_is_stripped(packet: RtpPacket, count: int, data: st.DataObject) -> None:
+    filler = data.draw(st.binary(min_size=count - 1, max_size=count - 1))
+    raw = bytearray(bytes(packet))
+    raw[0] |= 0x20
+    padded = bytes(raw) + filler + bytes([count])
+    assert RtpPacket.parse(padded) == packet
+
+
+def assert_rtp_or_error(data: bytes) -> None:
+    try:
+        packet = RtpPacket.parse(data)
+    except RtpError as err:
+        assert err.reason in REASONS
+        assert "\n" not in str(err)
+    else:
+        assert isinstance(packet, RtpPacket)
+        assert len(packet.payload) <= len(data) - 12
+
+
+def assert_rtcp_or_error(data: bytes) -> None:
+    try:
+        packets = parse_rtcp(data)
+    except RtpError as err:
+        assert err.reason in REASONS
+        assert "\n" not in str(err)
+    else:
+        for packet in packets:
+            # whatever was parsed is in range and serializes again (APP data once whole words)
+            if isinstance(packet, AppPacket):
+                assert bytes(replace(packet, data=packet.data[: len(packet.data) // 4 * 4]))
+            else:
+                assert bytes(packet)
+
+
+@FAST
+@given(st.binary(max_size=2000))
+def test_rtp_parse_arbitrary_bytes(data: bytes) -> None:
+    assert_rtp_or_error(data)
+
+
+@FAST
+@given(st.binary(min_size=2, max_size=200).map(lambda b: h("80") + b[1:]))
+def test_rtp_parse_arbitrary_v2_bytes(data: bytes) -> None:
+    assert_rtp_or_error(data)
+
+
+@st.composite
+def mutated(draw: st.DrawFn, valid: st.SearchStrategy[bytes]) -> bytes:
+    data = bytearray(draw(valid))
+    for _ in range(draw(st.integers(0, 4))):
+        if data:
+            index = draw(st.integers(0, len(data) - 1))
+            data[index] ^= draw(st.integers(1, 255))
+    if draw(st.booleans()):
+        del data[draw(st.integers(0, len(data))) :]
+    return bytes(data)
+
+
+@RICH
+@given(mutated(rtp_packets().map(bytes)))
+def test_rtp_parse_mutated(data: bytes) -> None:
+    assert_rtp_or_error(data)
+
+
+# --------------------------------------------------------------------------------------------
+# demultiplexing and wraparound arithmetic
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (RR_EMPTY, True),
+        (h("80 c8"), True),
+        (h("81 cd 00 02"), True),  # RTPFB (205)
+        (h("80 df"), True),  # 223, the top of the range
+        (h("80 c0"), True),  # 192
+        (h("80 bf 00 00"), False),  # M=1 PT=63
+        (h("80 e0 00 00"), False),  # M=1 PT=96
+        (h("80 60 00 00"), False),  # PT 96
+        (h("80 00 00 00"), False),  # trx PT 0
+        (h("40 c9 00 01"), False),  # version 1
+        (h("80"), False),
+        (b"", False),
+    ],
+)
+def test_is_rtcp(data: bytes, expected: bool) -> None:
+    assert is_rtcp(data) is expected
+
+
+@pytest.mark.parametrize(
+    ("newer", "older", "delta"),
+    [
+        (5, 5, 0),
+        (6, 5, 1),
+        (5, 6, -1),
+        (0, 65535, 1),
+        (65535, 0, -1),
+        (2, 65530, 8),
+        (65530, 2, -8),
+        (32767, 0, 32767),
+        (32768, 0, -32768),
+        (0, 32768, -32768),
+    ],
+)
+def test_seq_delta(newer: int, older: int, delta: int) -> None:
+    assert seq_delta(newer, older) == delta
+
+
+@pytest.mark.parametrize(
+    ("newer", "older", "delta"),
+    [
+        (160, 0, 160),
+        (0, 160, -160),
+        (0, 0xFFFFFF60, 160),
+        (100, 0xFFFFFFFF, 101),
+        (0xFFFFFFFF, 100, -101),
+        (0x7FFFFFFF, 0, 0x7FFFFFFF),
+        (0x80000000, 0, -0x80000000),
+    ],
+)
+def test_ts_delta(newer: int, older: int, delta: int) -> None:
+    assert ts_delta(newer, older) == delta
+
+
+@FAST
+@given(st.integers(0, 0xFFFF), st.integers(-32768, 32767))
+def test_seq_delta_inverts_addition(older: int, delta: int) -> None:
+    assert seq_delta((older + delta) & 0xFFFF, older) == delta
+
+
+@FAST
+@given(u32, st.integers(-(1 << 31), (1 << 31) - 1))
+def test_ts_delta_inverts_addition(older: int, delta: int) -> None:
+    assert ts_delta((older + delta) & 0xFFFFFFFF, older) == delta
+
+
+# --------------------------------------------------------------------------------------------
+# SequenceTracker
+
+
+def feed(tracker: SequenceTracker, seqs: list[int]) -> list[int | None]:
+    return [tracker.update(seq) for seq in seqs]
+
+
+def test_tracker_in_order_across_wrap() -> None:
+    tracker = SequenceTracker()
+    seqs = [65530 + i & 0xFFFF for i in range(20)]
+    assert feed(tracker, seqs) == list(range(65530, 65550))
+    assert tracker.highest == 65549
+    assert (tracker.received, tracker.expected, tracker.lost) == (20, 20, 0)
+    assert (tracker.duplicates, tracker.ignored, tracker.restarts) == (0, 0, 0)
+    block = tracker.report_block(7)
+    assert block.highest_seq == 0x1_0000 + 13  # one cycle, seq 13
+    assert (block.fraction_lost, block.cumulative_lost) == (0, 0)
+
+
+def test_tracker_many_wraps() -> None:
+    tracker = SequenceTracker()
+    last = None
+    for i in range(3 * 65536 + 10):
+        last = tracker.update(i & 0xFFFF)
+    assert last == 3 * 65536 + 9
+    assert tracker.lost == 0
+
+
+def test_tracker_duplicates() -> None:
+    tracker = SequenceTracker()
+    assert feed(tracker, [1, 2, 2, 3, 1, 3, 2]) == [1, 2, None, 3, None, None, None]
+    assert (tracker.received, tracker.duplicates, tracker.lost) == (3, 4, 0)
+
+
+def test_tracker_reordering() -> None:
+    tracker = SequenceTracker()
+    assert feed(tracker, [10, 12, 11, 13]) == [10, 12, 11, 13]
+    assert tracker.lost == 0
+    # reordered across the wrap
+    tracker = SequenceTracker()
+    assert feed(tracker, [65534, 65535, 1, 0, 2]) == [65534, 65535, 65537, 65536, 65538]
+    assert tracker.lost == 0
+
+
+def test_tracker_reorder_window() -> None:
+    tracker = SequenceTracker()
+    feed(tracker, [1000, 1200])
+    assert tracker.update(1200 - 99) == 1101  # 99 behind: late but accepted
+    assert tracker.update(1200 - 100) is None  # 100 behind: treated as a stray jump
+    assert tracker.ignored == 1
+    assert tracker.update(1201) == 1201  # and the stream goes on
+    assert tracker.restarts == 0
+
+
+def test_tracker_packet_before_the_first() -> None:
+    tracker = SequenceTracker()
+    assert feed(tracker, [10, 11, 8]) == [10, 11, 8]
+    assert (tracker.expected, tracker.received, tracker.lost) == (4, 3, 1)  # 9 is missing
+    # before the first packet and before extended number 0: nothing to number it with
+    tracker = SequenceTracker()
+    assert feed(tracker, [5, 65534]) == [5, None]
+    assert tracker.ignored == 1
+
+
+def test_tracker_gap_below_dropout_is_loss() -> None:
+    tracker = SequenceTracker()
+    assert feed(tracker, [100, 2000, 3099]) == [100, 2000, 3099]
+    assert (tracker.expected, tracker.received, tracker.lost) == (3000, 3, 2997)
+    assert tracker.restarts == 0
+
+
+def test_tracker_dropout_boundary() -> None:
+    tracker = SequenceTracker()
+    assert feed(tracker, [0, 2999]) == [0, 2999]  # MAX_DROPOUT - 1 ahead: loss
+    assert tracker.update(5999) is None  # MAX_DROPOUT ahead: a stray until confirmed
+    assert tracker.lost == 2998
+
+
+def test_tracker_restart_after_jump() -> None:
+    tracker = SequenceTracker()
+    assert feed(tracker, [100, 101, 102, 103, 104]) == [100, 101, 102, 103, 104]
+    assert tracker.update(30104) is None  # one packet far away: ignored
+    assert tracker.restarts == 0
+    assert tracker.update(30105) == 30105  # confirmed by the next one: a new stream
+    assert tracker.restarts == 1
+    assert (tracker.received, tracker.expected, tracker.lost) == (1, 1, 0)
+    assert feed(tracker, [30106, 30108]) == [30106, 30108]
+    assert tracker.lost == 1
+    assert tracker.update(104) is None  # the old stream is now far away
+
+
+def test_tracker_restart_backwards_keeps_numbers_increasing() -> None:
+    tracker = SequenceTracker()
+    feed(tracker, [40000, 40001])
+    assert feed(tracker, [7, 8, 9]) == [None, 65536 + 8, 65536 + 9]
+    assert tracker.restarts == 1
+    assert tracker.report_block(1).highest_seq == 65536 + 9
+
+
+def test_tracker_single_stray_is_not_a_restart() -> None:
+    tracker = SequenceTracker()
+    assert feed(tracker, [100, 101, 30000, 102, 103]) == [100, 101, None, 102, 103]
+    assert (tracker.restarts, tracker.ignored, tracker.lost) == (0, 1, 0)
+    # the confirming packet may come later, between packets of the old stream (RFC A.1)
+    assert feed(tracker, [30001]) == [30001]
+    assert tracker.restarts == 1
+
+
+def test_tracker_loss_over_wrap() -> None:
+    tracker = SequenceTracker()
+    assert feed(tracker, [65533, 65534, 1, 2]) == [65533, 65534, 65537, 65538]
+    assert (tracker.expected, tracker.received, tracker.lost) == (6, 4, 2)
+    assert tracker.fraction_lost() == (2 << 8) // 6
+    assert tracker.fraction_lost() == 0  # a new interval, nothing new lost
+    feed(tracker, [3, 5])
+    assert tracker.fraction_lost() == 256 // 3  # 1 of 3 in this interval
+    block = tracker.report_block(0xABC, jitter=12, lsr=34, dlsr=56)
+    assert block == ReportBlock(0xABC, 0, 3, 65536 + 5, 12, 34, 56)
+
+
+def test_tracker_cumulative_lost_clamps() -> None:
+    tracker = SequenceTracker()
+    seq = 0
+    for _ in range(3000):  # 2999 lost per step
+        seq = seq + 2999 & 0xFFFF
+        tracker.update(seq)
+    assert tracker.lost > 0x7FFFFF
+    block = tracker.report_block(1)
+    assert block.cumulative_lost == 0x7FFFFF
+    assert block.fraction_lost == 255
+    assert bytes(ReceiverReport(2, (block,)))  # and it serializes
+
+
+def test_tracker_probation() -> None:
+    tracker = SequenceTracker(min_sequential=2)  # the RFC's sample behaviour
+    assert tracker.highest is None
+    assert feed(tracker, [500, 700, 701, 702]) == [None, None, 701, 702]
+    assert (tracker.received, tracker.expected, tracker.ignored) == (2, 2, 2)
+    tracker = SequenceTracker(min_sequential=2)
+    assert feed(tracker, [65535, 0]) == [None, 0]
+    with pytest.raises(ValueError):
+        SequenceTracker(min_sequential=0)
+
+
+def test_tracker_rejects_bad_seq() -> None:
+    with pytest.raises(ValueError):
+        SequenceTracker().update(65536)
+
+
+@st.composite
+def jittery_streams(draw: st.DrawFn) -> tuple[int, list[int], list[int]]:
+    """(first seq, true extended offsets in arrival order incl. duplicates, distinct offsets)."""
+    first = draw(st.integers(0, 0xFFFF))
+    # gaps small enough that nothing arrives MAX_MISORDER (100) or more behind the newest
+    gaps = draw(st.lists(st.integers(1, 15), min_size=1, max_size=150))
+    offsets = [0]
+    for gap in gaps:
+        offsets.append(offsets[-1] + gap)
+    arrival = list(offsets)
+    for i in range(1, len(arrival) - 1):  # swap neighbours (never the first packet)
+        if draw(st.integers(0, 4)) == 0:
+            arrival[i], arrival[i + 1] = arrival[i + 1], arrival[i]
+    for _ in range(draw(st.integers(0, 10))):  # duplicates shortly after the original
+        i = draw(st.integers(0, len(arrival) - 1))
+        arrival.insert(min(i + draw(st.integers(1, 3)), len(arrival)), arrival[i])
+    return first, arrival, offsets
+
+
+@RICH
+@given(jittery_streams())
+def test_tracker_property(stream: tuple[int, list[int], list[int]]) -> None:
+    first, arrival, offsets = stream
+    tracker = SequenceTracker()
+    seen: set[int] = set()
+    for offset in arrival:
+        got = tracker.update((first + offset) & 0xFFFF)
+        if offset in seen:
+            assert got is None
+        else:
+            assert got == first + offset
+            seen.add(offset)
+    assert tracker.received == len(offsets)
+    assert tracker.duplicates == len(arrival) - len(offsets)
+    assert tracker.expected == offsets[-1] + 1
+    assert tracker.lost == offsets[-1] + 1 - len(offsets)
+    assert tracker.restarts == tracker.ignored == 0
+
+
+# --------------------------------------------------------------------------------------------
+# RTCP
+
+BLOCK_A = ReportBlock(0x11111111, 25, 1234, 0x0002FFFF, 480, 0xB7052000, 0x00054000)
+BLOCK_B = ReportBlock(0x22222222, 0, -3, 17, 0, 0, 0)
+SR = SenderReport(0xDEADBEEF, 0xE1234567_89ABCDEF, 0x10203040, 1000, 160000, (BLOCK_A, BLOCK_B))
+
+
+def test_sender_report_round_trip() -> None:
+    data = bytes(SR)
+    assert len(data) == 28 + 2 * 24
+    assert data[:4] == h("82 c8 00 12")  # RC=2, PT=200, 19 words
+    assert parse_rtcp(data) == [SR]
+    assert serialize_rtcp([SR]) == data
+
+
+def test_receiver_report_known_bytes() -> None:
+    data = h(
+        "81 c9 00 07  00 00 00 2a"
+        "  cafebabe  05 ff ff ff  00 01 00 05  00 00 00 10  b7 05 20 00  00 05 40 00"
+    )
+    block = ReportBlock(0xCAFEBABE, 5, -1, 0x00010005, 16, 0xB7052000, 0x00054000)
+    assert parse_rtcp(data) == [ReceiverReport(42, (block,))]
+    assert bytes(ReceiverReport(42, (block,))) == data
+
+
+def test_sdes_known_bytes() -> None:
+    # items ending one byte short of a word: one null; ending on a word: four nulls
+    assert bytes(SourceDescription.cname(1, "user@host")) == (
+        h("81 ca 00 04 00 00 00 01 01 09") + b"user@host" + h("00")
+    )
+    assert bytes(SourceDescription.cname(1, "a@host")) == (
+        h("81 ca 00 04 00 00 00 01 01 06") + b"a@host" + h("00 00 00 00")
+    )
+    assert bytes(SourceDescription(((9, ()),))) == h("81 ca 00 02 00 00 00 09 00 00 00 00")
+
+
+def test_sdes_helpers_and_several_chunks() -> None:
+    sdes = SourceDescription(
+        (
+            (1, ((SDES_CNAME, b"me@here"), (SDES_TOOL, b"deskcast 0.1"))),
+            (2, ()),
+            (3, ((SDES_CNAME, "zoë@host".encode()),)),
+        )
+    )
+    data = bytes(sdes)
+    assert len(data) % 4 == 0
+    assert parse_rtcp(data) == [sdes]
+    assert sdes.cnames() == {1: "me@here", 3: "zoë@host"}
+
+
+def test_sdes_last_chunk_without_terminator_is_tolerated() -> None:
+    data = h("81 ca 00 02 00 00 00 01 01 02") + b"ab"
+    assert parse_rtcp(data) == [SourceDescription(((1, ((SDES_CNAME, b"ab"),)),))]
+
+
+def test_bye_known_bytes() -> None:
+    assert bytes(Bye((1,))) == h("81 cb 00 01 00 00 00 01")
+    assert bytes(Bye((1, 2), "bye")) == h("82 cb 00 03 00 00 00 01 00 00 00 02 03") + b"bye"
+    assert bytes(Bye((1,), "done")) == h("81 cb 00 03 00 00 00 01 04") + b"done" + bytes(3)
+    assert parse_rtcp(bytes(Bye((1,), "done"))) == [Bye((1,), "done")]
+    assert parse_rtcp(h("80 cb 00 00")) == [Bye(())]
+    # a reason over 255 bytes is cut at a character boundary
+    long_reason = bytes(Bye((1,), "é" * 200))
+    assert long_reason[8] == 254 and len(long_reason) == 8 + 1 + 254 + 1
+    assert parse_rtcp(long_reason) == [Bye((1,), "é" * 127)]
+    # invalid UTF-8 is replaced, not an error
+    assert parse_rtcp(h("81 cb 00 02 00 00 00 01 02 ff fe 00")) == [Bye((1,), "\ufffd\ufffd")]
+
+
+def test_app_round_trip() -> None:
+    probe = AppPacket(3, 0x01020304, b"DKCT", b"ping\x00\x00\x00\x01")
+    data = bytes(probe)
+    assert data[:4] == bytes([0x83, RTCP_APP, 0, 4])
+    assert parse_rtcp(data) == [probe]
+
+
+def test_compound_sr_sdes_bye() -> None:
+    packets: list[RtcpPacket] = [
+        SR,
+        SourceDescription.cname(SR.ssrc, "user@host"),
+        Bye((SR.ssrc,), "stream ended"),
+    ]
+    data = serialize_rtcp(packets)
+    assert len(data) % 4 == 0
+    assert is_rtcp(data)
+    assert parse_rtcp(data) == packets
+    assert serialize_rtcp(parse_rtcp(data)) == data
+
+
+def test_unknown_rtcp_type_is_skipped() -> None:
+    unknown = h("80 d2 00 02 00 00 00 05 de ad be ef")  # type 210, 12 bytes
+    feedback = h("81 cd 00 02 00 00 00 05 00 00 00 06")  # RTPFB (205), a generic NACK header
+    data = RR_EMPTY + unknown + feedback + bytes(Bye((42,)))
+    assert parse_rtcp(data) == [ReceiverReport(42), Bye((42,))]
+    assert parse_rtcp(unknown) == []
+
+
+def test_truncated_compound() -> None:
+    data = serialize_rtcp([SR, SourceDescription.cname(1, "user@host")])
+    for cut in range(1, len(data) - len(bytes(SR))):
+        with pytest.raises(RtpError) as info:
+            parse_rtcp(data[:-cut])
+        assert info.value.reason == "rtcp-length"
+    for cut in range(4, len(bytes(SR)), 4):  # the SR itself, cut to whole words
+        with pytest.raises(RtpError) as info:
+            parse_rtcp(bytes(SR)[:cut])
+        assert info.value.reason == "rtcp-length"
+
+
+def test_rtcp_padding() -> None:
+    # the last packet of a compound padded to 8 more bytes (as for SRTCP block ciphers)
+    bye = bytearray(bytes(Bye((7,), "x")))
+    bye[0] |= 0x20
+    bye[3] += 2
+    data = RR_EMPTY + bytes(bye) + bytes(7) + b"\x08"
+    assert parse_rtcp(data) == [ReceiverReport(42), Bye((7,), "x")]
+    # padding on a packet that is not the last one: tolerated
+    rr = bytearray(RR_EMPTY)
+    rr[0] |= 0x20
+    rr[3] += 1
+    assert parse_rtcp(bytes(rr) + h("00 00 00 04") + bytes(Bye((7,)))) == [
+        ReceiverReport(42),
+        Bye((7,)),
+    ]
+
+
+def test_sr_profile_extension_is_ignored() -> None:
+    data = bytearray(bytes(SenderReport(1, 2, 3, 4, 5)))
+    data[3] += 2
+    assert parse_rtcp(bytes(data) + bytes(8)) == [SenderReport(1, 2, 3, 4, 5)]
+
+
+@pytest.mark.parametrize(
+    "packet",
+    [
+        SenderReport(1, 1 << 64, 0, 0, 0),
+        SenderReport(1, 0, 1 << 32, 0, 0),
+        SenderReport(1, 0, 0, 0, 0, (BLOCK_A,) * 32),
+        ReceiverReport(1 << 32),
+        ReceiverReport(1, (ReportBlock(1, fraction_lost=256),)),
+        ReceiverReport(1, (ReportBlock(1, cumulative_lost=0x800000),)),
+        ReceiverReport(1, (ReportBlock(1, cumulative_lost=-0x800001),)),
+        ReceiverReport(1, (ReportBlock(1, jitter=-1),)),
+        SourceDescription(((1, ((0, b"x"),)),)),
+        SourceDescription(((1, ((SDES_CNAME, bytes(256)),)),)),
+        SourceDescription(((-1, ()),)),
+        SourceDescription(tuple((i, ()) for i in range(32))),
+        Bye(tuple(range(32))),
+        AppPacket(32, 1, b"DKCT"),
+        AppPacket(0, 1, b"DKC"),
+        AppPacket(0, 1, b"DKCT", b"abc"),
+        AppPacket(0, 1, b"DKCT", bytes(4 * 65535)),
+    ],
+)
+def test_rtcp_serialize_rejects_bad_fields(packet: RtcpPacket) -> None:
+    with pytest.raises(ValueError):
+        serialize_rtcp([packet])
+
+
+def test_rtcp_limits() -> None:
+    packets: list[RtcpPacket] = [
+        SenderReport(1, 2, 3, 4, 5, (BLOCK_A,) * 31),
+        SourceDescription(tuple((i, ((SDES_CNAME, bytes(255)),) * 3) for i in range(31))),
+        Bye(tuple(range(31)), "r" * 255),
+        AppPacket(31, 1, b"DKCT", bytes(4 * 1000)),
+    ]
+    data = serialize_rtcp(packets)
+    assert [data[0] & 0x1F, data[len(bytes(packets[0])) + 0] & 0x1F] == [31, 31]
+    assert parse_rtcp(data) == packets
+
+
+report_blocks = st.builds(
+    ReportBlock,
+    ssrc=u32,
+    fraction_lost=st.integers(0, 255),
+    cumulative_lost=st.integers(-0x800000, 0x7FFFFF),
+    highest_seq=u32,
+    jitter=u32,
+    lsr=u32,
+    dlsr=u32,
+)
+blocks = st.lists(report_blocks, max_size=3).map(tuple)  # 31 blocks: test_rtcp_limits
+rtcp_packets: st.SearchStrategy[RtcpPacket] = st.one_of(
+    st.builds(
+        SenderReport,
+        ssrc=u32,
+        ntp_timestamp=st.integers(0, (1 << 64) - 1),
+        rtp_timestamp=u32,
+        packet_count=u32,
+        octet_count=u32,
+        reports=blocks,
+    ),
+    st.builds(ReceiverReport, ssrc=u32, reports=blocks),
+    st.builds(
+        SourceDescription,
+        st.lists(
+            st.tuples(
+                u32,
+                st.lists(
+                    st.tuples(st.integers(1, 255), st.binary(max_size=40)), max_size=3
+                ).map(tuple),
+            ),
+            max_size=3,
+        ).map(tuple),
+    ),
+    st.builds(
+        Bye,
+        st.lists(u32, max_size=4).map(tuple),
+        st.text(max_size=40),
+    ),
+    st.builds(
+        AppPacket,
+        st.integers(0, 31),
+        u32,
+        st.binary(min_size=4, max_size=4),
+        st.integers(0, 8).flatmap(lambda n: st.binary(min_size=4 * n, max_size=4 * n)),
+    ),
+)
+
+
+@RICH
+@given(st.lists(rtcp_packets, min_size=1, max_size=4))
+def test_rtcp_round_trip(packets: list[RtcpPacket]) -> None:
+    data = serialize_rtcp(packets)
+    assert len(data) % 4 == 0
+    assert is_rtcp(data)
+    assert parse_rtcp(data) == packets
+
+
+@FAST
+@given(st.binary(max_size=2000))
+def test_rtcp_parse_arbitrary_bytes(data: bytes) -> None:
+    assert_rtcp_or_error(data)
+
+
+@st.composite
+def framed_garbage(draw: st.DrawFn) -> bytes:
+    """RTCP headers of random types 192-223, random count and P bits, random word bodies."""
+    parts = []
+    for _ in range(draw(st.integers(1, 4))):
+        words = draw(st.integers(0, 12))
+        b0 = 0x80 | draw(st.integers(0, 63))
+        parts.append(rtcp_header(b0, draw(st.integers(192, 223)), words))
+        parts.append(draw(st.binary(min_size=4 * words, max_size=4 * words)))
+    return b"".join(parts)
+
+
+@RICH
+@given(framed_garbage())
+def test_rtcp_parse_well_framed_garbage(data: bytes) -> None:
+    # right framing, so the per-type parsers get the random bodies
+    assert_rtcp_or_error(data)
+
+
+@RICH
+@given(mutated(st.lists(rtcp_packets, min_size=1, max_size=2).map(serialize_rtcp)))
+def test_rtcp_parse_mutated(data: bytes) -> None:
+    assert_rtcp_or_error(data)
+
+
+# --------------------------------------------------------------------------------------------
+# NTP time and round trip
+
+
+def test_ntp_known_values() -> None:
+    assert ntp_from_unix(0.0) == 2208988800 << 32
+    assert ntp_from_unix(0.5) == (2208988800 << 32) + (1 << 31)
+    assert unix_from_ntp(2208988800 << 32) == 0.0
+    assert ntp_middle32(0x0123_4567_89AB_CDEF) == 0x4567_89AB
+
+
+def test_ntp_era_1_after_2036() -> None:
+    t = (1 << 32) - 2208988800 + 10.25  # 2036-02-07 06:28:26.25 UTC
+    ntp = ntp_from_unix(t)
+    assert ntp == (10 << 32) + (1 << 30)
+    assert unix_from_ntp(ntp) == t
+    with pytest.raises(ValueError):
+        ntp_from_unix(5e9)  # 2128
+    with pytest.raises(ValueError):
+        ntp_from_unix(-1e8)  # 1966
+
+
+@FAST
+@given(st.floats(-6e7, 4.2e9))
+def test_ntp_round_trip(t: float) -> None:
+    assert unix_from_ntp(ntp_from_unix(t)) == pytest.approx(t, abs=1e-6)
+
+
+def test_round_trip_time_rfc3550_example() -> None:
+    # RFC 3550 6.4.1: A = 0xb710:8000, LSR = 0xb705:2000, DLSR = 0x0005:4000 -> 6.125 s
+    arrival = 0xB7108000 << 16
+    assert round_trip_seconds(arrival, 0xB7052000, 0x00054000) == 6.125
+    assert round_trip_seconds(arrival, 0, 0x00054000) is None
+    assert dlsr_from_seconds(5.25) == 0x00054000
+    assert dlsr_from_seconds(-1) == 0
+    assert dlsr_from_seconds(1e6) == 0xFFFFFFFF
+
+
+def test_round_trip_time_across_wrap() -> None:
+    lsr = 0xFFFFFF00
+    arrival = ((lsr + 0x00020000) & 0xFFFFFFFF) << 16  # 2 s later, middle bits wrapped
+    assert round_trip_seconds(arrival, lsr, dlsr_from_seconds(1.5)) == 0.5
+
+
+# --------------------------------------------------------------------------------------------
+# JitterEstimator
+
+
+@pytest.mark.parametrize(("rate", "step"), [(48000, 960), (8000, 160)])
+def test_jitter_regular_arrival_is_zero(rate: int, step: int) -> None:
+    estimator = JitterEstimator(rate)
+    ts = 0xFFFFFFFF - 20 * step  # crosses the 32-bit wrap
+    for i in range(200):
+        estimator.update(ts & 0xFFFFFFFF, 1000.0 + i * 0.02)
+        ts += step
+    assert estimator.jitter_seconds < 1e-6
+    assert estimator.report_value == 0
+
+
+def test_jitter_uniform_5ms() -> None:
+    rng = random.Random(7587)
+    estimator = JitterEstimator(48000)
+    tail = []
+    for i in range(4000):
+        arrival = i * 0.02 + rng.uniform(-0.005, 0.005)
+        estimator.update(i * 960 & 0xFFFFFFFF, arrival)
+        if i >= 1000:
+            tail.append(estimator.jitter_seconds)
+    # D = difference of two independent U(-5, 5) ms delays: E|D| = 2 * 5 / 3 ms
+    mean = sum(tail) / len(tail)
+    assert mean == pytest.approx(10 / 3 * 1e-3, rel=0.1)
+    assert 0.002 < estimator.jitter_seconds < 0.005
+    assert estimator.report_value == int(estimator.jitter)
+
+
+def test_jitter_constant_offset_and_step() -> None:
+    # a fixed network delay is not jitter; one 10 ms delay step adds one spike of 10/16 ms
+    estimator = JitterEstimator(8000)
+    for i in range(50):
+        estimator.update(i * 160, 3.0 + i * 0.02)
+    assert estimator.jitter == pytest.approx(0, abs=1e-9)
+    assert estimator.update(50 * 160, 3.0 + 50 * 0.02 + 0.010) == pytest.approx(80 / 16)
+    with pytest.raises(ValueError):
+        JitterEstimator(0)
