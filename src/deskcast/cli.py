@@ -337,7 +337,13 @@ def cmd_send(args: argparse.Namespace) -> int:
     def status(_: Any) -> str:
         st = sender.stats
         secs = max(1e-3, time.monotonic() - st.started)
-        return f"{st.packets} pkts  {st.octets * 8 / secs / 1000:5.1f} kbit/s"
+        text = f"{st.packets} pkts  {st.octets * 8 / secs / 1000:5.1f} kbit/s"
+        if st.last_report is not None and time.monotonic() - st.last_report < 10:
+            rtt = "" if st.rtt_ms is None else f"  rtt {st.rtt_ms:.1f} ms"
+            text += f"  receiver: loss {st.receiver_loss_pct:.1f}%{rtt}"
+        elif not s.trx and secs > 8:
+            text += "  no reports from the receiver"
+        return text
 
     with source:
         _run_pump(source, sender, s, fmt, show, status=status, stats_json=args.stats_json)

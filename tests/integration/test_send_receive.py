@@ -59,8 +59,16 @@ def test_tone_over_loopback(cli: Cli, tmp_path: Path) -> None:
     port = free_port_pair()
     out = tmp_path / "rx.wav"
     rx = receive(cli, port, out, 4)
-    tx = cli.run("send", f"127.0.0.1:{port}", "-s", "tone:1000", "-t", "3")
+    tx_stats = tmp_path / "tx.json"
+    tx = cli.run("send", f"127.0.0.1:{port}", "-s", "tone:1000", "-t", "3",
+                 "--stats-json", str(tx_stats))
     assert tx.returncode == 0, tx.stderr
+    # The receiver reports back over RTCP: the sender knows someone is listening.
+    sent = last_stats(tx_stats)
+    assert isinstance(sent["receiver_reports"], int) and sent["receiver_reports"] >= 1
+    assert sent["receiver_loss_pct"] == 0.0
+    assert sent["rtt_ms"] is not None and 0 <= float(str(sent["rtt_ms"])) < 50
+    assert isinstance(sent["kbit_s"], float) and 110 < sent["kbit_s"] < 145
     status, err = finish(rx)
     assert status == 0, err
     x, _ = read_wav(out)
@@ -283,3 +291,23 @@ def test_clock_drift_is_followed_without_running_dry(cli: Cli, tmp_path: Path) -
     x, _ = read_wav(out)
     heard = audible(x)
     assert dominant_frequency(heard[RATE:], RATE) == pytest.approx(1000.0, abs=2.0)
+
+
+@pytest.mark.parametrize("group, target", [("239.255.77.1", "239.255.77.1:{port}"),
+                                           ("::1", "[::1]:{port}")],
+                         ids=["ipv4-multicast", "ipv6"])
+def test_multicast_and_ipv6(cli: Cli, tmp_path: Path, group: str, target: str) -> None:
+    port = free_port_pair()
+    out = tmp_path / "rx.wav"
+    listen = f"[{group}]:{port}"
+    rx = cli.start("-v", "receive", listen, "-o", f"file:{out}", "-t", "3",
+                   "--stats-json", str(out.with_suffix(".json")))
+    wait_for_line(rx, "listening for RTP")
+    tx = cli.run("send", target.format(port=port), "--ttl", "1", "-s", "tone:1200", "-t", "2")
+    assert tx.returncode == 0, tx.stderr
+    status, err = finish(rx)
+    assert status == 0, err
+    x, _ = read_wav(out)
+    heard = audible(x)
+    assert len(heard) > 1.5 * RATE
+    assert dominant_frequency(heard, RATE) == pytest.approx(1200.0, abs=1.0)

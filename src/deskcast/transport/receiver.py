@@ -14,8 +14,10 @@ been silent for ``takeover_ms`` (a restarted sender gets a new SSRC). A trx-tx s
 from __future__ import annotations
 
 import collections
+import contextlib
 import ipaddress
 import logging
+import secrets
 import socket
 import struct
 import threading
@@ -31,11 +33,27 @@ from deskcast.media import AudioFormat, PcmBlock
 from deskcast.transport.drift import AdaptiveResampler, DriftController
 from deskcast.transport.fec import FEC_PT, FEC_SSRC_XOR, FecDecoder
 from deskcast.transport.jitter import Frame, JitterBuffer
-from deskcast.transport.rtp import RtpError, RtpPacket, is_rtcp, ts_delta
+from deskcast.transport.rtp import (
+    JitterEstimator,
+    ReceiverReport,
+    RtpError,
+    RtpPacket,
+    SenderReport,
+    SequenceTracker,
+    SourceDescription,
+    dlsr_from_seconds,
+    is_rtcp,
+    ntp_middle32,
+    parse_rtcp,
+    serialize_rtcp,
+    ts_delta,
+)
 from deskcast.transport.sender import DEFAULT_PORT, TRX_PT, TRX_TS_DIVISOR
 
 logger = logging.getLogger(__name__)
 
+RR_INTERVAL_S = 2.0
+"""How often the receiver reports back to the sender (loss, jitter, round trip)."""
 RESTART_JUMP_S = 1.0
 """A timestamp jump larger than this (either way) within one SSRC is a restarted stream."""
 MAX_DATAGRAM = 65536
@@ -70,6 +88,11 @@ class _Stream:
         self.last_ext = 0
         self.last_samples = 0
         self.candidate: int | None = None
+        self.sequence = SequenceTracker()
+        self.arrival = JitterEstimator(48000 // self.scale if payload_type == TRX_PT else 48000)
+        self.lsr = 0
+        self.lsr_at = 0.0
+        self.peer: tuple[str, int] | None = None
 
     def extend(self, ts: int, samples: int, restart_samples: int) -> int | str | None:
         """Extended timestamp in samples at 48 kHz; ``"jump"`` for a packet far from the
@@ -113,6 +136,7 @@ class RtpReceiver(Source):
         self.use_fec = fec
         self.clock = clock
         self.stats = ReceiverStats()
+        self.ssrc = secrets.randbits(32)
         self.decoder = OpusDecoder(fmt)
         self.fec = FecDecoder()
         self.drift = DriftController(fmt.rate) if drift else None
@@ -182,24 +206,44 @@ class RtpReceiver(Source):
         sel = selectors.DefaultSelector()
         for sock in self._socks:
             sel.register(sock, selectors.EVENT_READ, data=sock)
+        next_rr = self.clock() + RR_INTERVAL_S
         try:
             while not self._stop.is_set():
                 for key, _ in sel.select(timeout=0.2):
                     sock = key.data
                     try:
-                        data = sock.recv(MAX_DATAGRAM)
+                        data, addr = sock.recvfrom(MAX_DATAGRAM)
                     except OSError:
                         continue
-                    self.handle(data, self.clock())
+                    self.handle(data, self.clock(), addr)
+                if self.clock() >= next_rr:
+                    next_rr = self.clock() + RR_INTERVAL_S
+                    self._send_report()
         finally:
             sel.close()
 
-    def handle(self, data: bytes, now: float) -> None:
+    def _send_report(self) -> None:
+        """A receiver report to where the stream comes from (not to trx: it does not care)."""
+        with self._lock:
+            stream = self._stream
+            if stream is None or stream.peer is None or self.stats.trx:
+                return
+            dlsr = dlsr_from_seconds(self.clock() - stream.lsr_at) if stream.lsr else 0
+            block = stream.sequence.report_block(stream.ssrc, round(stream.arrival.jitter),
+                                                 stream.lsr, dlsr)
+            peer = stream.peer
+        data = serialize_rtcp([ReceiverReport(self.ssrc, (block,)),
+                               SourceDescription.cname(self.ssrc, "deskcast-receiver")])
+        with contextlib.suppress(OSError):  # the sender went away; reports resume with it
+            self._socks[0].sendto(data, peer)
+
+    def handle(self, data: bytes, now: float, addr: object = None) -> None:
         """Check one datagram and queue it for playout (also used directly by tests)."""
         stats = self.stats
         stats.datagrams += 1
         if is_rtcp(data):
             stats.rtcp += 1
+            self._rtcp(data, now)
             return
         try:
             packet = RtpPacket.parse(data)
@@ -234,12 +278,28 @@ class RtpReceiver(Source):
                 ts = stream.extend(packet.timestamp, samples, restart)
             assert isinstance(ts, int)
             self.fec.add_source(packet.sequence, packet.timestamp, packet.payload)
+            stream.sequence.update(packet.sequence)
+            stream.arrival.update(packet.timestamp, now)
+            if isinstance(addr, tuple):
+                stream.peer = addr[:2]
             result = self.jitter.put(ts, packet.payload, samples, now)
             if result != "ok":
                 stats.dropped[result] += 1
                 return
             stats.packets += 1
             stats.last_packet = now
+
+    def _rtcp(self, data: bytes, now: float) -> None:
+        try:
+            packets = parse_rtcp(data)
+        except RtpError:
+            self.stats.dropped["rtcp"] += 1
+            return
+        with self._lock:
+            stream = self._stream
+            for sr in packets:
+                if isinstance(sr, SenderReport) and stream is not None and sr.ssrc == stream.ssrc:
+                    stream.lsr, stream.lsr_at = ntp_middle32(sr.ntp_timestamp), now
 
     def _repair(self, packet: RtpPacket, now: float) -> None:
         """A repair packet of `send --fec`: rebuild what its group lost."""

@@ -13,6 +13,7 @@ import secrets
 import socket
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from deskcast.encode.opus import OpusEncoder
 from deskcast.endpoints import Endpoint
@@ -20,13 +21,26 @@ from deskcast.errors import DeviceError, EndpointError
 from deskcast.media import AudioFormat, PcmBlock
 from deskcast.playback.base import Sink
 from deskcast.transport.fec import FEC_PT, FEC_SSRC_XOR, FecEncoder
-from deskcast.transport.rtp import RtpPacket
+from deskcast.transport.rtp import (
+    ReceiverReport,
+    RtpError,
+    RtpPacket,
+    SenderReport,
+    SourceDescription,
+    is_rtcp,
+    ntp_from_unix,
+    parse_rtcp,
+    round_trip_seconds,
+    serialize_rtcp,
+)
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_PORT = 1350
 """trx's port, so either end can talk to the other without options."""
 DYNAMIC_PT = 96
+RTCP_INTERVAL_S = 5.0
+"""RFC 3550's minimum interval between reports; RTCP goes to PORT+1, as trx does."""
 TRX_PT = 0
 TRX_TS_DIVISOR = 6
 """trx counts timestamps at 8 kHz: 48000 / 8000."""
@@ -38,6 +52,12 @@ class SenderStats:
     octets: int = 0
     send_errors: int = 0
     started: float = 0.0
+    receiver_reports: int = 0
+    last_report: float | None = None
+    """When the receiver last reported back (monotonic seconds); None: never (yet)."""
+    receiver_loss_pct: float = 0.0
+    receiver_jitter_ms: float = 0.0
+    rtt_ms: float | None = None
 
 
 def resolve(host: str, port: int) -> tuple[socket.AddressFamily, tuple[str, int] | tuple[
@@ -95,6 +115,9 @@ class RtpSender(Sink):
         self.stats = SenderStats()
         self._sock: socket.socket | None = None
         self._addr: tuple[str, int] | tuple[str, int, int, int] | None = None
+        self._rtcp_addr: tuple[Any, ...] | None = None
+        self._next_sr = 0.0
+        self.cname = f"deskcast@{socket.gethostname()}"
 
     @property
     def name(self) -> str:
@@ -121,8 +144,11 @@ class RtpSender(Sink):
             sock.close()
             raise DeviceError(f"cannot set up the socket for {self.name}: {err.strerror}"
                               ) from None
+        sock.setblocking(False)  # only to pick up receiver reports between packets
         self._sock = sock
+        self._rtcp_addr = (self._addr[0], self.port + 1, *self._addr[2:])
         self.stats.started = time.monotonic()
+        self._next_sr = self.stats.started + 1.0
         logger.info("sending %s to %s (%s), ssrc %08x, pt %d", self.encoder.describe(),
                     self.name, self._addr[0], self.ssrc, self.payload_type)
 
@@ -134,6 +160,7 @@ class RtpSender(Sink):
         if self._send(bytes(packet)):
             self.stats.packets += 1
             self.stats.octets += len(payload)
+        self._rtcp()
         if self.fec is not None:
             for repair in self.fec.add(self.sequence, self.timestamp, payload):
                 extra = RtpPacket(FEC_PT, self.fec_sequence, self.timestamp,
@@ -145,10 +172,61 @@ class RtpSender(Sink):
         step = block.frames // TRX_TS_DIVISOR if self.trx else block.frames
         self.timestamp = (self.timestamp + step) & 0xFFFFFFFF
 
-    def _send(self, data: bytes) -> bool:
+    def status_fields(self) -> dict[str, object]:
+        st = self.stats
+        secs = max(1e-3, time.monotonic() - st.started)
+        return {
+            "packets": st.packets,
+            "kbit_s": round(st.octets * 8 / secs / 1000, 1),
+            "send_errors": st.send_errors,
+            "receiver_reports": st.receiver_reports,
+            "receiver_loss_pct": round(st.receiver_loss_pct, 1),
+            "receiver_jitter_ms": round(st.receiver_jitter_ms, 2),
+            "rtt_ms": None if st.rtt_ms is None else round(st.rtt_ms, 2),
+            "since_report_s": None if st.last_report is None else
+            round(time.monotonic() - st.last_report, 1),
+        }
+
+    def _rtcp(self) -> None:
+        """Read receiver reports that came back; send a sender report every 5 s."""
+        assert self._sock is not None
+        now = time.monotonic()
+        for _ in range(8):
+            try:
+                data = self._sock.recv(2048)
+            except OSError:
+                break
+            if is_rtcp(data):
+                self._report(data, now)
+        if now >= self._next_sr and not self.trx:
+            self._next_sr = now + RTCP_INTERVAL_S
+            sr = SenderReport(self.ssrc, ntp_from_unix(time.time()), self.timestamp,
+                              self.stats.packets & 0xFFFFFFFF, self.stats.octets & 0xFFFFFFFF)
+            data = serialize_rtcp([sr, SourceDescription.cname(self.ssrc, self.cname)])
+            self._send(data, self._rtcp_addr)
+
+    def _report(self, data: bytes, now: float) -> None:
+        try:
+            packets = parse_rtcp(data)
+        except RtpError:
+            return
+        for rr in packets:
+            if not isinstance(rr, ReceiverReport | SenderReport):
+                continue
+            for block in rr.reports:
+                if block.ssrc != self.ssrc:
+                    continue
+                self.stats.receiver_reports += 1
+                self.stats.last_report = now
+                self.stats.receiver_loss_pct = 100 * block.fraction_lost / 256
+                self.stats.receiver_jitter_ms = 1000 * block.jitter / 48000
+                rtt = round_trip_seconds(ntp_from_unix(time.time()), block.lsr, block.dlsr)
+                self.stats.rtt_ms = None if rtt is None else 1000 * rtt
+
+    def _send(self, data: bytes, addr: tuple[Any, ...] | None = None) -> bool:
         assert self._sock is not None and self._addr is not None
         try:
-            self._sock.sendto(data, self._addr)
+            self._sock.sendto(data, addr or self._addr)
         except OSError as err:
             # Unreachable networks and refused ports are normal while a receiver restarts.
             self.stats.send_errors += 1
