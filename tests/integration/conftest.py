@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -111,3 +112,24 @@ def no_server_env(cli: Cli, tmp_path: Path) -> Iterator[dict[str, str]]:
     env["PULSE_RUNTIME_PATH"] = str(tmp_path / "no-runtime")
     yield env
 
+
+def bindable(family: socket.AddressFamily, host: str, port: int) -> bool:
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.bind((host, port))
+    except OSError:
+        return False
+    return True
+
+
+def free_port_pair(v6: bool = False) -> int:
+    """An even UDP port whose successor (RTCP) is free too (on IPv6 as well if ``v6``)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1]) & ~1
+        ports = (port, port + 1)
+        if all(bindable(socket.AF_INET, "", p) for p in ports) and (
+                not v6 or all(bindable(socket.AF_INET6, "::", p) for p in ports)):
+            return port
+    raise RuntimeError("no free UDP port pair")

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import struct
 import subprocess
@@ -20,34 +19,9 @@ import pytest
 from deskcast.transport.sdp import parse_sdp
 from rig.signals import dominant_frequency, level_db, peak_db, read_wav
 
-from .conftest import Cli, audible, finish, wait_for_line
+from .conftest import Cli, audible, bindable, finish, free_port_pair, wait_for_line
 
 RATE = 48000
-FFMPEG = shutil.which("ffmpeg")
-
-pytestmark = pytest.mark.skipif(FFMPEG is None, reason="ffmpeg is not installed")
-
-
-def _bindable(family: socket.AddressFamily, host: str, port: int) -> bool:
-    try:
-        with socket.socket(family, socket.SOCK_DGRAM) as s:
-            s.bind((host, port))
-    except OSError:
-        return False
-    return True
-
-
-def free_port_pair(v6: bool = False) -> int:
-    """An even UDP port whose successor (RTCP) is free too (on IPv6 as well if ``v6``)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = int(probe.getsockname()[1]) & ~1
-        ports = (port, port + 1)
-        if all(_bindable(socket.AF_INET, "", p) for p in ports) and (
-                not v6 or all(_bindable(socket.AF_INET6, "::", p) for p in ports)):
-            return port
-    raise RuntimeError("no free UDP port pair")
 
 
 def udp_port_bound(port: int) -> bool:
@@ -66,8 +40,7 @@ def udp_port_bound(port: int) -> bool:
 
 
 def start_ffmpeg(*args: str) -> subprocess.Popen[bytes]:
-    assert FFMPEG is not None
-    return subprocess.Popen([FFMPEG, "-nostdin", "-hide_banner", "-v", "error", *args],
+    return subprocess.Popen(["ffmpeg", "-nostdin", "-hide_banner", "-v", "error", *args],
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
 
@@ -98,7 +71,7 @@ def multicast_loopback_works() -> bool:
 
 
 def ipv6_loopback_works() -> bool:
-    return socket.has_ipv6 and _bindable(socket.AF_INET6, "::1", 0)
+    return socket.has_ipv6 and bindable(socket.AF_INET6, "::1", 0)
 
 
 @pytest.mark.parametrize(

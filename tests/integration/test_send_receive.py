@@ -18,26 +18,9 @@ from rig.capture import Recorder, play_file, wait_played
 from rig.netem import Impairment, ImpairmentProxy
 from rig.signals import dominant_frequency, level_db, read_wav, tone, write_wav
 
-from .conftest import Cli, audible, finish, wait_for_line
+from .conftest import Cli, audible, finish, free_port_pair, wait_for_line
 
 RATE = 48000
-
-
-def free_port_pair() -> int:
-    """An even UDP port whose successor (RTCP) is free too."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a:
-            a.bind(("127.0.0.1", 0))
-            port = int(a.getsockname()[1]) & ~1
-        try:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b, \
-                    socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
-                b.bind(("", port))
-                c.bind(("", port + 1))
-                return port
-        except OSError:
-            continue
-    raise RuntimeError("no free UDP port pair")
 
 
 def last_stats(path: Path) -> dict[str, object]:
@@ -99,7 +82,8 @@ def test_hub_to_speakers_through_both_sound_servers(sound_server: SoundServer, c
         assert status == 0, err
     heard = audible(rec.audio)
     assert len(heard) > 3.5 * RATE
-    assert dominant_frequency(heard, RATE) == pytest.approx(660.0, abs=0.5)
+    assert dominant_frequency(heard, RATE) == pytest.approx(660.0, abs=0.5 if sound_server.kind
+                                                            == "pulseaudio" else 1.5)
     assert level_db(heard[RATE // 2: -RATE // 2]) == pytest.approx(-12.0, abs=1.0)
 
 
@@ -242,7 +226,10 @@ def test_trx_tx_into_deskcast_receive(sound_server: SoundServer, cli: Cli,
     x, _ = read_wav(out)
     heard = audible(x)
     assert len(heard) > 3 * RATE
-    assert dominant_frequency(heard, RATE) == pytest.approx(700.0, abs=0.5)
+    # PipeWire's own rate matching (2048-frame quantum on a loaded machine) moves the pitch
+    # by up to ~0.1 % on this path, whoever the receiver is; PulseAudio's is exact.
+    assert dominant_frequency(heard, RATE) == pytest.approx(700.0, abs=0.5 if sound_server.kind
+                                                            == "pulseaudio" else 1.5)
     assert level_db(heard[RATE // 2: -RATE // 2]) == pytest.approx(-15.0, abs=1.0)
 
 
@@ -263,7 +250,8 @@ def test_deskcast_send_trx_into_trx_rx(sound_server: SoundServer, cli: Cli) -> N
         trx.wait(5)
     heard = audible(rec.audio)
     assert len(heard) > 2.5 * RATE
-    assert dominant_frequency(heard, RATE) == pytest.approx(900.0, abs=0.5)
+    assert dominant_frequency(heard, RATE) == pytest.approx(900.0, abs=0.5 if sound_server.kind
+                                                            == "pulseaudio" else 1.5)
     assert level_db(heard[RATE // 2: -RATE // 2]) == pytest.approx(-15.0, abs=1.5)
 
 

@@ -46,6 +46,14 @@ class DriftController:
         self.ratio = 1.0
         self._primed = False
         self._drift_avg = 0.0
+        self.settle_s = 2.0
+        """The first seconds of a stream only measure where the buffer sits: bursty senders
+        and devices (PipeWire's 42 ms quantum) keep it above the start threshold on average,
+        and that offset is not drift."""
+        self.bias_samples: float | None = None
+        self._settled_target = 0.0
+        self._settle_sum = 0.0
+        self._settle_time = 0.0
 
     @property
     def drift_ppm(self) -> float:
@@ -56,7 +64,22 @@ class DriftController:
     def update(self, depth_samples: float, target_samples: float, played_samples: int) -> float:
         """Account for ``played_samples`` of output with the buffer at ``depth_samples``."""
         dt = played_samples / self.rate
-        error = (depth_samples - target_samples) / self.rate
+        if self.bias_samples is not None and \
+                abs(target_samples - self._settled_target) > 0.005 * self.rate:
+            # The jitter buffer moved its target: measure the new level instead of pulling
+            # the buffer there by resampling (that would bend the pitch; the buffer adapts by
+            # itself). The learnt drift stays applied meanwhile.
+            self.reset()
+        if self.bias_samples is None:
+            self._settle_sum += depth_samples * dt
+            self._settle_time += dt
+            if self._settle_time < self.settle_s:
+                return self.ratio
+            mean = self._settle_sum / self._settle_time
+            limit = 0.06 * self.rate
+            self.bias_samples = max(-limit, min(limit, mean - target_samples))
+            self._settled_target = target_samples
+        error = (depth_samples - target_samples - self.bias_samples) / self.rate
         if not self._primed:
             self.error_s, self._primed = error, True
         alpha = min(1.0, dt / self.smoothing_s)
@@ -72,9 +95,13 @@ class DriftController:
         return self.ratio
 
     def reset(self) -> None:
+        """A new stream: measure its buffer offset again (the learnt drift stays: the clocks
+        did not change)."""
         self.error_s = 0.0
         self._primed = False
-        self.ratio = 1.0  # keep the integral: the clocks did not change
+        self.ratio = 1.0 - self.integral
+        self.bias_samples = None
+        self._settle_sum = self._settle_time = 0.0
 
 
 def _clamp(x: float, limit: float) -> float:
