@@ -94,3 +94,70 @@ def test_reasons_are_counted() -> None:
     assert rx.stats.dropped["payload-type"] == 1
     assert rx.stats.dropped["opus-toc"] == 1
     assert rx.stats.rtcp == 1
+
+
+def test_a_new_sender_takes_over_100_ms_after_the_old_one_went_quiet() -> None:
+    rx = make_receiver()
+    old = tone_packets(50, ssrc=1)
+    new = tone_packets(50, ssrc=2)
+    for i in range(50):
+        rx.handle(old[i], i * 0.02)                   # old sender: 0 .. 0.98 s
+    accepted_at = None
+    for i in range(50):
+        t = 0.5 + i * 0.02                            # new sender from 0.5 s on
+        rx.handle(new[i], t)
+        if accepted_at is None and rx.stats.ssrc == 2:
+            accepted_at = t
+    assert accepted_at is not None
+    assert 0.98 + 0.1 <= accepted_at <= 0.98 + 0.1 + 0.021   # within one packet of 100 ms
+    assert rx.stats.dropped["other-sender"] > 20
+
+
+def test_sender_marks_dscp_and_ttl() -> None:
+    import socket
+
+    from deskcast.transport.sender import RtpSender
+
+    enc = OpusEncoder(FMT, frame_ms=20)
+    tx = RtpSender(Endpoint("rtp", "127.0.0.1:9", {}, Direction.SINK), FMT, 960, encoder=enc,
+                   ttl=3, dscp=46)
+    tx.open()
+    try:
+        assert tx._sock is not None
+        assert tx._sock.getsockopt(socket.IPPROTO_IP, socket.IP_TOS) == 46 << 2
+        assert tx._sock.getsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL) == 3
+    finally:
+        tx.close()
+
+
+def test_inband_fec_rebuilds_a_lost_packet_better_than_concealment() -> None:
+    """A SILK-mode (voip) sender with inband FEC: the packet after a loss carries a copy of
+    the lost one, and the receiver uses it."""
+    t = np.arange(960 * 60) / 48000
+    speechy = 0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t))
+
+    def run(lose: bool, use_fec: bool) -> np.ndarray:
+        enc = OpusEncoder(FMT, frame_ms=20, bitrate_kbps=24, application="voip",
+                          inband_fec=True, loss_percent=20)
+        rx = RtpReceiver(Endpoint("rtp", ":9", {}, Direction.SOURCE), FMT, 480,
+                         jitter=JitterBuffer(48000, target_ms=40, adaptive=False),
+                         fec=use_fec, drift=False)
+        rx.pacer = None
+        for i in range(60):
+            chunk = np.repeat(speechy[i * 960:(i + 1) * 960, None], 2, axis=1)
+            payload = enc.encode(PcmBlock.from_float(chunk, FMT))
+            if lose and i == 30:
+                continue
+            rx.handle(bytes(RtpPacket(96, i, i * 960, 7, payload)), i * 0.02)
+        out = np.concatenate([rx.read().as_float()[:, 0] for _ in range(58)])
+        if use_fec and lose:
+            assert rx.stats.fec_used == 1
+        return out
+
+    clean = run(lose=False, use_fec=True)
+    lost = slice(30 * 960, 31 * 960)
+    with_fec = run(lose=True, use_fec=True)
+    plc_only = run(lose=True, use_fec=False)
+    err_fec = float(np.mean((with_fec[lost] - clean[lost]) ** 2))
+    err_plc = float(np.mean((plc_only[lost] - clean[lost]) ** 2))
+    assert err_fec < 0.05 * err_plc
