@@ -1,0 +1,270 @@
+"""MP3 encoding through libmp3lame (PyAV), cut into whole, self-contained frames for HTTP streaming.
+
+The encoder runs CBR with the bit reservoir off: a Layer III frame may normally borrow bytes from
+the frames before it (``main_data_begin`` in its side information points back into them), which
+makes a frame undecodable without its predecessors. With the reservoir off ``main_data_begin`` is
+always 0, so every frame decodes on its own and a new listener can join at any frame boundary.
+
+:class:`Mp3Encoder` returns exact MP3 frames (4-byte header included), never an ID3 tag, a
+Xing/LAME info frame or a partial frame; :func:`split_frames` is the parser that guarantees it and
+is also usable on any MPEG audio byte stream.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import av
+import numpy as np
+
+from deskcast.errors import ConfigError
+from deskcast.media import AudioFormat, FloatArray, PcmBlock
+
+logger = logging.getLogger(__name__)
+
+MP3_RATES = (48000, 44100, 32000)
+"""MPEG-1 sample rates (the only ones this encoder produces: 1152-sample frames)."""
+
+_VERSIONS = {0b11: "1", 0b10: "2", 0b00: "2.5"}
+"""Header version bits -> MPEG version (0b01 is reserved)."""
+_LAYERS = {0b11: 1, 0b10: 2, 0b01: 3}
+"""Header layer bits -> layer (0b00 is reserved)."""
+_RATES = {"1": (44100, 48000, 32000), "2": (22050, 24000, 16000), "2.5": (11025, 12000, 8000)}
+_BITRATES: dict[tuple[bool, int], tuple[int, ...]] = {
+    # (MPEG-1?, layer) -> kbit/s for bitrate index 1..14 (0 is "free format", 15 is invalid)
+    (True, 1): (32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448),
+    (True, 2): (32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384),
+    (True, 3): (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
+    (False, 1): (32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256),
+    (False, 2): (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+    (False, 3): (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+}
+MP3_BITRATES = _BITRATES[True, 3]
+"""The CBR bitrates (kbit/s) an MPEG-1 Layer III frame header can signal."""
+
+HEADER_BYTES = 4
+
+
+@dataclass(frozen=True)
+class FrameHeader:
+    """The fields of a 4-byte MPEG audio frame header that matter for cutting and decoding."""
+
+    version: str
+    """MPEG version: "1", "2" or "2.5"."""
+    layer: int
+    bitrate_kbps: int
+    sample_rate: int
+    padding: bool
+    channels: int
+    protected: bool
+    """A 16-bit CRC follows the header."""
+    frame_length: int
+    """Bytes in the whole frame, header included."""
+
+    @property
+    def samples(self) -> int:
+        """PCM frames per channel that the frame decodes to."""
+        if self.layer == 1:
+            return 384
+        if self.layer == 3 and self.version != "1":
+            return 576
+        return 1152
+
+
+def parse_frame_header(data: bytes) -> FrameHeader:
+    """Parse the MPEG audio frame header at the start of ``data``; ValueError if it is not one.
+
+    Free-format (bitrate index 0) headers are rejected: their length cannot be known from the
+    header alone.
+    """
+    if len(data) < HEADER_BYTES:
+        raise ValueError(f"an MPEG audio header is 4 bytes, got {len(data)}")
+    b0, b1, b2, b3 = data[0], data[1], data[2], data[3]
+    if b0 != 0xFF or b1 & 0xE0 != 0xE0:
+        raise ValueError("no MPEG audio frame sync")
+    version = _VERSIONS.get((b1 >> 3) & 0b11)
+    if version is None:
+        raise ValueError("reserved MPEG version")
+    layer = _LAYERS.get((b1 >> 1) & 0b11)
+    if layer is None:
+        raise ValueError("reserved MPEG layer")
+    protected = not b1 & 1
+    bitrate_index = b2 >> 4
+    if bitrate_index == 0:
+        raise ValueError("free-format bitrate is not supported")
+    if bitrate_index == 15:
+        raise ValueError("invalid bitrate index")
+    rate_index = (b2 >> 2) & 0b11
+    if rate_index == 3:
+        raise ValueError("reserved sample rate index")
+    if b3 & 0b11 == 0b10:
+        raise ValueError("reserved emphasis")
+    mpeg1 = version == "1"
+    bitrate_kbps = _BITRATES[mpeg1, layer][bitrate_index - 1]
+    sample_rate = _RATES[version][rate_index]
+    padding = bool((b2 >> 1) & 1)
+    channels = 1 if b3 >> 6 == 0b11 else 2
+    if layer == 1:
+        length = (12 * bitrate_kbps * 1000 // sample_rate + padding) * 4
+    elif layer == 3 and not mpeg1:
+        length = 72 * bitrate_kbps * 1000 // sample_rate + padding
+    else:
+        length = 144 * bitrate_kbps * 1000 // sample_rate + padding
+    return FrameHeader(version, layer, bitrate_kbps, sample_rate, padding, channels, protected,
+                       length)
+
+
+def side_info_main_data_begin(frame: bytes) -> int:
+    """The Layer III ``main_data_begin``: how many bytes of its main data the frame takes from
+    the frames before it (0 = it decodes on its own).
+
+    9 bits for MPEG-1, 8 bits for MPEG-2/2.5, right after the header and the optional CRC.
+    """
+    header = parse_frame_header(frame)
+    if header.layer != 3:
+        raise ValueError(f"main_data_begin exists in Layer III only, not Layer {header.layer}")
+    at = HEADER_BYTES + (2 if header.protected else 0)
+    if len(frame) < at + 2:
+        raise ValueError("frame too short for its side information")
+    if header.version == "1":
+        return (frame[at] << 1) | (frame[at + 1] >> 7)
+    return frame[at]
+
+
+def _consistent(a: FrameHeader, b: FrameHeader) -> bool:
+    return a.version == b.version and a.layer == b.layer and a.sample_rate == b.sample_rate
+
+
+def split_frames(data: bytes) -> tuple[list[bytes], bytes]:
+    """Cut ``data`` into whole MPEG audio frames; returns (frames, remainder).
+
+    Bytes that cannot start a frame (garbage, ID3 tags, a broken frame) are skipped. A frame
+    found right after the previous one is trusted; one found after skipped bytes (or at the very
+    start) must be confirmed by a consistent header right after it, or end exactly at the end of
+    ``data``, so a stray 0xFF in garbage is not taken for a frame. The remainder starts where a
+    frame may begin that is not complete yet: prepend it to the next chunk of the stream.
+    """
+    frames: list[bytes] = []
+    n = len(data)
+    i = 0
+    previous: FrameHeader | None = None  # header of the frame that ended at i, while in sync
+    while i < n:
+        if data[i] != 0xFF:
+            previous = None
+            i += 1
+            continue
+        if n - i < HEADER_BYTES:
+            break
+        try:
+            header = parse_frame_header(data[i:i + HEADER_BYTES])
+        except ValueError:
+            previous = None
+            i += 1
+            continue
+        end = i + header.frame_length
+        if end > n:
+            break
+        in_sync = previous is not None and _consistent(previous, header)
+        if not in_sync and end != n:
+            if n - end < HEADER_BYTES:
+                break  # cannot confirm yet: wait for the next header
+            try:
+                following = parse_frame_header(data[end:end + HEADER_BYTES])
+            except ValueError:
+                following = None
+            if following is None or not _consistent(header, following):
+                previous = None
+                i += 1
+                continue
+        frames.append(data[i:end])
+        previous = header
+        i = end
+    return frames, data[i:]
+
+
+class Mp3Encoder:
+    """CBR MPEG-1 Layer III through libmp3lame with the bit reservoir off.
+
+    Takes blocks of any size (any sample format at the encoder's rate and channel count) and
+    returns the MP3 frames completed so far, each one ``bytes`` object holding exactly one frame.
+    """
+
+    def __init__(self, fmt: AudioFormat, *, bitrate_kbps: int = 128,
+                 reservoir: bool = False) -> None:
+        """``reservoir=True`` is only for tests and comparisons: frames then depend on earlier
+        ones and a listener cannot join at any frame."""
+        if fmt.rate not in MP3_RATES:
+            raise ConfigError(f"MP3 cannot encode {fmt.rate} Hz: use --rate "
+                              + ", ".join(map(str, MP3_RATES)))
+        if fmt.channels > 2:
+            raise ConfigError(f"MP3 carries 1 or 2 channels, not {fmt.channels}")
+        if bitrate_kbps not in MP3_BITRATES:
+            raise ConfigError(f"MP3 bitrate {bitrate_kbps} kbit/s is not one of "
+                              + ", ".join(map(str, MP3_BITRATES)))
+        self.fmt = fmt
+        self.bitrate_kbps = bitrate_kbps
+        self.frame_samples = 1152
+        self.frame_duration_s = self.frame_samples / fmt.rate
+        self._layout = "mono" if fmt.channels == 1 else "stereo"
+        ctx = av.CodecContext.create("libmp3lame", "w")
+        ctx.sample_rate = fmt.rate
+        ctx.layout = self._layout
+        ctx.format = "fltp"
+        ctx.bit_rate = bitrate_kbps * 1000
+        ctx.options = {"reservoir": "1" if reservoir else "0"}
+        ctx.open()
+        self._ctx = ctx
+        self._pcm: FloatArray = np.zeros((fmt.channels, 0), dtype=np.float32)  # planar, pending
+        self._pts = 0
+        self._bytes = b""  # encoded bytes not yet returned as whole frames
+        self._flushed = False
+        logger.debug("mp3 encoder: %s, %d kbit/s CBR, reservoir %s", fmt, bitrate_kbps,
+                     "on" if reservoir else "off")
+
+    def describe(self) -> str:
+        return f"MP3 {self.bitrate_kbps} kbit/s CBR"
+
+    def encode(self, block: PcmBlock) -> list[bytes]:
+        """The MP3 frames completed by ``block`` (zero or more; any block size)."""
+        if self._flushed:
+            raise ValueError("the MP3 encoder has been flushed")
+        if block.fmt.rate != self.fmt.rate or block.fmt.channels != self.fmt.channels:
+            raise ValueError(f"MP3 encoder is set up for {self.fmt}, got a block of {block.fmt}")
+        if block.frames:
+            self._pcm = np.concatenate([self._pcm, block.as_float().T], axis=1)
+        out: list[bytes] = []
+        n = self.frame_samples
+        whole = self._pcm.shape[1] - self._pcm.shape[1] % n
+        for start in range(0, whole, n):
+            out += self._send(self._pcm[:, start:start + n])
+        self._pcm = self._pcm[:, whole:]
+        return out
+
+    def flush(self) -> list[bytes]:
+        """Encode what is pending (the last frame padded with silence) and drain the encoder."""
+        if self._flushed:
+            return []
+        out = self._send(self._pcm) if self._pcm.shape[1] else []
+        self._pcm = self._pcm[:, :0]
+        self._flushed = True
+        out += self._collect(self._ctx.encode(None))
+        if self._bytes:
+            logger.warning("mp3 encoder: dropping %d bytes that are not a whole frame",
+                           len(self._bytes))
+            self._bytes = b""
+        return out
+
+    def _send(self, planar: FloatArray) -> list[bytes]:
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(planar, dtype=np.float32),
+                                           format="fltp", layout=self._layout)
+        frame.sample_rate = self.fmt.rate
+        frame.pts = self._pts
+        self._pts += planar.shape[1]
+        return self._collect(self._ctx.encode(frame))
+
+    def _collect(self, packets: list[av.Packet[Any]]) -> list[bytes]:
+        data = self._bytes + b"".join(bytes(p) for p in packets)
+        frames, self._bytes = split_frames(data)
+        return frames
