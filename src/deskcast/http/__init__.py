@@ -1,0 +1,1 @@
+"""HTTP streaming: one encoder's output fanned out to any number of listeners."""

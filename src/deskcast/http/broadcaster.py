@@ -1,0 +1,393 @@
+"""Fan one encoder's output out to any number of HTTP listeners; a slow one never stalls anyone.
+
+The :class:`Broadcaster` keeps a bounded ring of recent :class:`Chunk` objects, each numbered by
+a monotonically increasing index. A :class:`Listener` holds nothing but the index of the next
+chunk it needs, so a chunk is stored once however many listeners there are, and
+:meth:`Broadcaster.publish` never waits for anybody: it appends to the ring, wakes the listeners
+that now have a whole batch to send, and cuts those that fell too far behind.
+
+Timing is measured in *stream time* (the sum of ``Chunk.duration_s``), not on the wall clock, so a
+paused encoder does not make its listeners look slow:
+
+burst
+    A new listener starts ``burst_s`` behind live: its first batch is the codec header followed by
+    the most recent ``burst_s`` of audio, so a player can start playing at once.
+lag
+    The audio published but not yet taken by a listener. A listener whose lag exceeds
+    ``max_lag_s`` is cut (``cut_reason == "too slow"``; its :meth:`Listener.next_batch` returns
+    None): skipping it forward would hand the player a silent jump it cannot tell from a glitch,
+    while a cut makes it reconnect cleanly (and be sent the header again).
+batch
+    :meth:`Listener.next_batch` returns once about ``batch_s`` of audio is waiting, so a server
+    writes ~10 times a second rather than once per codec frame. Less is returned once the oldest
+    pending chunk has been published for ``batch_s`` on ``clock`` (a listener that starts waiting
+    with a partial batch is woken by a timer for that), so a batch is never held back long.
+
+Everything here runs on the event loop thread. An encoder running in another thread must hand
+its chunks over with ``loop.call_soon_threadsafe(broadcaster.publish, chunk)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+logger = logging.getLogger(__name__)
+
+CUT_TOO_SLOW = "too slow"
+"""The listener fell more than ``max_lag_s`` behind live (or out of the ring)."""
+CUT_CLOSED = "closed"
+"""The broadcaster was closed."""
+CUT_LEFT = "left"
+"""The listener closed itself (its client went away)."""
+
+_EPS = 1e-6
+"""Slack for sums of float durations (50 x 0.02 s must count as 1.0 s)."""
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One or more whole codec frames, shared (never copied) by every listener."""
+
+    data: bytes
+    duration_s: float
+    """Audio the chunk decodes to; must be > 0."""
+    pts_s: float
+    """Stream time of the chunk's first sample (informational)."""
+
+    def __post_init__(self) -> None:
+        if not (self.duration_s > 0 and math.isfinite(self.duration_s)):
+            raise ValueError(f"chunk duration must be > 0 s, got {self.duration_s}")
+
+
+@dataclass(frozen=True)
+class BroadcasterStats:
+    """A snapshot of a broadcaster's counters."""
+
+    published_chunks: int
+    published_bytes: int
+    listeners_total: int
+    """Listeners ever subscribed."""
+    listeners_cut: int
+    """Listeners cut for being too slow."""
+    listeners_peak: int
+    """Most listeners connected at once."""
+    sent_bytes: int
+    """Bytes handed out by :meth:`Listener.next_batch`, headers included."""
+    ring_chunks: int
+    ring_s: float
+    """Audio held in the ring."""
+
+
+class _Entry(NamedTuple):
+    chunk: Chunk
+    start_s: float
+    """Stream time (sum of earlier durations) at which the chunk starts."""
+    published_at: float
+    """``clock()`` when the chunk was published."""
+
+
+class Broadcaster:
+    """One encoder's chunks, handed to any number of :class:`Listener` objects.
+
+    ``header`` is sent to every new listener first (e.g. Ogg/Opus header pages; empty for MP3).
+    The ring keeps ``max(burst_s, max_lag_s) + batch_s`` of audio: enough for a new listener's
+    burst and for every listener that is not yet cut.
+    """
+
+    def __init__(self, *, header: bytes = b"", burst_s: float = 1.0, max_lag_s: float = 4.0,
+                 batch_s: float = 0.1, clock: Callable[[], float] = time.monotonic) -> None:
+        if burst_s < 0 or max_lag_s <= 0 or batch_s < 0:
+            raise ValueError("need burst_s >= 0, max_lag_s > 0 and batch_s >= 0")
+        if burst_s > max_lag_s:
+            raise ValueError(f"burst_s ({burst_s}) cannot exceed max_lag_s ({max_lag_s}): "
+                             "a new listener would be cut at once")
+        self.header = header
+        self.burst_s = burst_s
+        self.max_lag_s = max_lag_s
+        self.batch_s = batch_s
+        self.clock = clock
+        self._keep_s = max(burst_s, max_lag_s) + batch_s + 2 * _EPS
+        self._ring: deque[_Entry] = deque()
+        self._first = 0
+        """Index of ``_ring[0]``; ``_first + len(_ring)`` is the index of the next chunk."""
+        self._end_s = 0.0
+        """Stream time at the end of the newest chunk."""
+        self._listeners: dict[Listener, None] = {}
+        self._busy: dict[Listener, None] = {}
+        """Listeners not waiting in :meth:`Listener.next_batch`: the only ones that can fall
+        behind, so the only ones :meth:`publish` checks."""
+        self._ready: list[float] = []
+        """Heap of the stream times at which waiting listeners have a whole batch."""
+        self._waiters: dict[float, list[tuple[int, Listener]]] = {}
+        """Ready time -> (wait sequence, listener): listeners at one position share one entry,
+        so waking all listeners that keep up costs one heap operation."""
+        self._entries = 0
+        """Entries in ``_waiters``."""
+        self._stale = 0
+        """Entries in ``_waiters`` whose listener no longer waits on them."""
+        self._seq = 0
+        self._closed = False
+        self._published_chunks = 0
+        self._published_bytes = 0
+        self._listeners_total = 0
+        self._listeners_cut = 0
+        self._listeners_peak = 0
+        self._sent_bytes = 0
+
+    # --- encoder side ---------------------------------------------------------------------
+
+    def publish(self, chunk: Chunk) -> None:
+        """Append a chunk and wake whoever now has a batch; never blocks. Ignored once closed.
+
+        Costs O(1) per listener woken (plus O(log n) per distinct position they wait at) and O(1)
+        per listener that is not waiting; listeners waiting for more data cost nothing.
+        """
+        if self._closed:
+            return
+        start = self._end_s
+        self._ring.append(_Entry(chunk, start, self.clock()))
+        self._end_s = start + chunk.duration_s
+        self._published_chunks += 1
+        self._published_bytes += len(chunk.data)
+        # wake the listeners that now have a whole batch
+        ready = self._ready
+        while ready and ready[0] <= self._end_s:
+            bucket = self._waiters.pop(heapq.heappop(ready))
+            self._entries -= len(bucket)
+            for seq, listener in bucket:
+                if listener._wait_seq == seq:
+                    listener._wake()
+                else:
+                    self._stale -= 1
+        # cut the listeners that fell behind (waiting ones are less than a batch behind)
+        limit = self._end_s - self.max_lag_s - _EPS
+        slow = [ls for ls in self._busy if self._start_s(ls._next) < limit]
+        for listener in slow:
+            self._cut_slow(listener)
+        # trim the ring to the minimal suffix covering _keep_s
+        ring = self._ring
+        while len(ring) > 1 and self._end_s - ring[1].start_s >= self._keep_s - _EPS:
+            ring.popleft()
+            self._first += 1
+
+    def close(self) -> None:
+        """End every listener (their next_batch returns None); later subscribers end at once."""
+        if self._closed:
+            return
+        self._closed = True
+        for listener in list(self._listeners):
+            listener._cut(CUT_CLOSED)
+        self._ring.clear()
+        self._ready.clear()
+        self._waiters.clear()
+        self._entries = self._stale = 0
+
+    # --- listener side --------------------------------------------------------------------
+
+    def subscribe(self) -> Listener:
+        """A new listener: it gets the header, then the last ``burst_s`` of audio, then live."""
+        ring = self._ring
+        index = self._first + len(ring)
+        i = len(ring) - 1
+        while i >= 0 and self._end_s - ring[i].start_s <= self.burst_s + _EPS:
+            index -= 1
+            i -= 1
+        listener = Listener(self, index)
+        self._listeners_total += 1
+        if self._closed:
+            listener._cut(CUT_CLOSED)
+            return listener
+        self._listeners[listener] = None
+        self._busy[listener] = None
+        self._listeners_peak = max(self._listeners_peak, len(self._listeners))
+        return listener
+
+    @property
+    def listeners(self) -> int:
+        """Listeners connected now."""
+        return len(self._listeners)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def stats(self) -> BroadcasterStats:
+        ring_s = self._end_s - self._ring[0].start_s if self._ring else 0.0
+        return BroadcasterStats(
+            published_chunks=self._published_chunks, published_bytes=self._published_bytes,
+            listeners_total=self._listeners_total, listeners_cut=self._listeners_cut,
+            listeners_peak=self._listeners_peak, sent_bytes=self._sent_bytes,
+            ring_chunks=len(self._ring), ring_s=ring_s)
+
+    # --- internals used by Listener -------------------------------------------------------
+
+    @property
+    def _next(self) -> int:
+        return self._first + len(self._ring)
+
+    def _start_s(self, index: int) -> float:
+        """Stream time at which chunk ``index`` starts (the oldest chunk's if it left the ring)."""
+        if index >= self._next or not self._ring:
+            return self._end_s
+        return self._ring[max(index - self._first, 0)].start_s
+
+    def _cut_slow(self, listener: Listener) -> None:
+        logger.info("cutting a listener %.1f s behind live (limit %.1f s)",
+                    listener.lag_s, self.max_lag_s)
+        self._listeners_cut += 1
+        listener._cut(CUT_TOO_SLOW)
+
+    def _forget(self, listener: Listener) -> None:
+        self._listeners.pop(listener, None)
+        self._busy.pop(listener, None)
+        if listener._wait_seq >= 0:
+            listener._wait_seq = -1
+            self._drop_waiter_entry()
+
+    def _add_waiter(self, ready_s: float, listener: Listener) -> None:
+        self._seq += 1
+        listener._wait_seq = self._seq
+        bucket = self._waiters.get(ready_s)
+        if bucket is None:
+            bucket = self._waiters[ready_s] = []
+            heapq.heappush(self._ready, ready_s)
+        bucket.append((self._seq, listener))
+        self._entries += 1
+
+    def _drop_waiter_entry(self) -> None:
+        """A waiter entry went stale; rebuild the waiters once most of them are stale."""
+        self._stale += 1
+        if self._stale > 64 and self._stale * 2 > self._entries:
+            waiters: dict[float, list[tuple[int, Listener]]] = {}
+            for key, bucket in self._waiters.items():
+                live = [(seq, ls) for seq, ls in bucket if ls._wait_seq == seq]
+                if live:
+                    waiters[key] = live
+            self._waiters = waiters
+            self._ready = list(waiters)
+            heapq.heapify(self._ready)
+            self._entries = sum(map(len, waiters.values()))
+            self._stale = 0
+
+    def _take(self, listener: Listener) -> bytes:
+        """Everything from the listener's next chunk up to live (header first if due)."""
+        ring = self._ring
+        parts = [entry.chunk.data for entry in
+                 (ring[i] for i in range(listener._next - self._first, len(ring)))]
+        if not listener._header_sent:
+            listener._header_sent = True
+            if self.header:
+                parts.insert(0, self.header)
+        listener._next = self._next
+        data = b"".join(parts)
+        listener.sent_bytes += len(data)
+        self._sent_bytes += len(data)
+        return data
+
+
+class Listener:
+    """One client's position in a :class:`Broadcaster`'s stream. Use from the loop thread."""
+
+    def __init__(self, broadcaster: Broadcaster, index: int) -> None:
+        self._b = broadcaster
+        self._next = index
+        self._header_sent = False
+        self._future: asyncio.Future[None] | None = None
+        self._wait_seq = -1
+        """Sequence number of this listener's live heap entry, -1 when it has none."""
+        self.cut_reason: str | None = None
+        """Why the listener ended: ``"too slow"``, ``"closed"``, ``"left"``; None while live."""
+        self.sent_bytes = 0
+        self._lag_at_cut = 0.0
+
+    @property
+    def lag_s(self) -> float:
+        """Audio published but not yet returned by :meth:`next_batch` (frozen once cut)."""
+        if self.cut_reason is not None:
+            return self._lag_at_cut
+        b = self._b
+        if self._next < b._first:
+            return b._end_s - b._ring[0].start_s if b._ring else 0.0
+        return b._end_s - b._start_s(self._next)
+
+    async def next_batch(self) -> bytes | None:
+        """The next bytes to write: header and burst at once, then about ``batch_s`` at a time.
+
+        None once the listener is cut or closed, or the broadcaster closed. Cancelling the call
+        loses nothing: the next call returns the same data.
+        """
+        b = self._b
+        while True:
+            if self.cut_reason is not None:
+                return None
+            if self._next < b._first:  # fell out of the ring (only if publish was bypassed)
+                b._cut_slow(self)
+                return None
+            available = b._end_s - b._start_s(self._next)
+            if not self._header_sent and (b.header or available > 0):
+                return b._take(self)
+            if available >= b.batch_s - _EPS and available > 0:
+                return b._take(self)
+            timeout: float | None = None
+            if available > 0:
+                published_at = b._ring[self._next - b._first].published_at
+                timeout = published_at + b.batch_s - b.clock()
+                if timeout <= 0:
+                    return b._take(self)
+            await self._wait(b._start_s(self._next) + b.batch_s - _EPS, timeout)
+
+    async def _wait(self, ready_s: float, timeout: float | None) -> None:
+        """Sleep until the stream reaches ``ready_s``, ``timeout`` passes, or the listener ends."""
+        b = self._b
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._future = future
+        b._add_waiter(ready_s, self)
+        b._busy.pop(self, None)
+        timer = None if timeout is None else loop.call_later(timeout, _resolve, future)
+        try:
+            await future
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._future = None
+            if self._wait_seq >= 0:  # timed out or cancelled: the heap entry is stale now
+                self._wait_seq = -1
+                b._drop_waiter_entry()
+            if self.cut_reason is None:
+                b._busy[self] = None
+
+    def _wake(self) -> None:
+        """Called by publish with this listener's heap entry, just popped."""
+        self._wait_seq = -1
+        if self.cut_reason is None:
+            self._b._busy[self] = None
+        if self._future is not None:
+            _resolve(self._future)
+
+    def _cut(self, reason: str) -> None:
+        if self.cut_reason is not None:
+            return
+        self._lag_at_cut = self.lag_s
+        self.cut_reason = reason
+        self._b._forget(self)
+        if self._future is not None:
+            _resolve(self._future)
+
+    def close(self) -> None:
+        """Leave the broadcast (e.g. the client disconnected); next_batch then returns None."""
+        self._cut(CUT_LEFT)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -1,0 +1,248 @@
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+
+import pytest
+
+from deskcast.http.broadcaster import (
+    CUT_CLOSED,
+    CUT_LEFT,
+    CUT_TOO_SLOW,
+    Broadcaster,
+    Chunk,
+    Listener,
+)
+
+FRAME_S = 0.02
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def chunk(i: int, size: int = 4) -> Chunk:
+    """Chunk number ``i``: its data starts with the number, so the order can be checked."""
+    return Chunk(i.to_bytes(4, "big") + bytes(size - 4), FRAME_S, i * FRAME_S)
+
+
+def indices(data: bytes, size: int = 4) -> list[int]:
+    assert len(data) % size == 0
+    return [int.from_bytes(data[k:k + 4], "big") for k in range(0, len(data), size)]
+
+
+async def drain(listener: Listener, into: list[bytes]) -> None:
+    while (batch := await listener.next_batch()) is not None:
+        into.append(batch)
+
+
+def test_new_listener_gets_header_then_burst_then_live_in_order() -> None:
+    async def main() -> None:
+        clock = FakeClock()
+        b = Broadcaster(header=b"HEAD", burst_s=0.2, batch_s=0.1, clock=clock)
+        for i in range(30):
+            b.publish(chunk(i))
+            clock.now += FRAME_S
+        listener = b.subscribe()
+        assert math.isclose(listener.lag_s, 0.2)
+        first = await listener.next_batch()
+        assert first is not None and first.startswith(b"HEAD")
+        assert indices(first[4:]) == list(range(20, 30))  # the last 0.2 s
+        batches: list[bytes] = []
+        reader = asyncio.create_task(drain(listener, batches))
+        for i in range(30, 130):
+            b.publish(chunk(i))
+            clock.now += FRAME_S
+            await asyncio.sleep(0)
+        b.close()
+        await reader
+        assert indices(b"".join(batches)) == list(range(30, 130))  # no gap, no duplicate
+        assert all(not batch.startswith(b"HEAD") for batch in batches)
+        assert listener.cut_reason == CUT_CLOSED
+
+    asyncio.run(main())
+
+
+def test_first_listener_of_an_empty_stream_gets_the_header_at_once() -> None:
+    async def main() -> None:
+        b = Broadcaster(header=b"OggS..", clock=FakeClock())
+        listener = b.subscribe()
+        assert await listener.next_batch() == b"OggS.."
+        b.publish(chunk(0))
+        b.close()
+        assert await listener.next_batch() is None
+
+    asyncio.run(main())
+
+
+def test_keeping_up_listener_gets_batches_of_batch_s() -> None:
+    async def main() -> None:
+        clock = FakeClock()
+        b = Broadcaster(batch_s=0.1, clock=clock)
+        listener = b.subscribe()
+        batches: list[bytes] = []
+        reader = asyncio.create_task(drain(listener, batches))
+        await asyncio.sleep(0)
+        for i in range(200):
+            b.publish(chunk(i))
+            clock.now += FRAME_S
+            await asyncio.sleep(0)
+        b.close()
+        await reader
+        assert [len(indices(batch)) for batch in batches] == [5] * 40
+        assert indices(b"".join(batches)) == list(range(200))
+
+    asyncio.run(main())
+
+
+def test_a_partial_batch_goes_out_once_its_oldest_chunk_waited_batch_s() -> None:
+    async def main() -> None:
+        clock = FakeClock()
+        b = Broadcaster(batch_s=0.1, clock=clock)
+        listener = b.subscribe()
+        b.publish(chunk(0))
+        b.publish(chunk(1))
+        clock.now += 0.15  # the encoder stalled: send what there is without waiting
+        assert indices(await listener.next_batch() or b"") == [0, 1]
+
+    asyncio.run(main())
+
+
+def test_a_partial_batch_is_sent_by_the_timer_when_nothing_more_comes() -> None:
+    async def main() -> None:
+        b = Broadcaster(batch_s=0.05)  # real clock: the timer fires after ~50 ms
+        listener = b.subscribe()
+        b.publish(chunk(0))
+        started = time.monotonic()
+        batch: bytes | None = await asyncio.wait_for(listener.next_batch(), 2.0)
+        assert indices(batch or b"") == [0]
+        assert time.monotonic() - started < 1.0
+
+    asyncio.run(main())
+
+
+def test_one_stuck_listener_among_1000_neither_stalls_publish_nor_the_others() -> None:
+    chunks = [chunk(i, size=16) for i in range(500)]  # 10 s of 20 ms chunks
+    expected = b"".join(c.data for c in chunks)
+    results: dict[str, float] = {}
+
+    async def main() -> None:
+        clock = FakeClock()
+        b = Broadcaster(burst_s=1.0, max_lag_s=4.0, batch_s=0.1, clock=clock)
+        stuck = b.subscribe()  # never reads
+        listeners = [b.subscribe() for _ in range(999)]
+        received: list[list[bytes]] = [[] for _ in listeners]
+        readers = [asyncio.create_task(drain(ls, into))
+                   for ls, into in zip(listeners, received, strict=True)]
+        await asyncio.sleep(0)
+        publish_s = 0.0
+        max_publish_s = 0.0
+        max_ring = 0
+        cut_at: int | None = None
+        for i, c in enumerate(chunks):
+            t0 = time.perf_counter()
+            b.publish(c)
+            dt = time.perf_counter() - t0
+            publish_s += dt
+            max_publish_s = max(max_publish_s, dt)
+            clock.now += FRAME_S
+            max_ring = max(max_ring, b.stats.ring_chunks)
+            if cut_at is None and stuck.cut_reason is not None:
+                cut_at = i
+            await asyncio.sleep(0)
+        assert b.listeners == 999
+        b.close()
+        await asyncio.gather(*readers)
+        results.update(publish_s=publish_s, max_publish_s=max_publish_s, max_ring=max_ring,
+                       cut_at=-1 if cut_at is None else cut_at, lag=stuck.lag_s)
+        assert stuck.cut_reason == CUT_TOO_SLOW
+        # cut on the first chunk that takes it past 4 s behind: chunk 200 ends at 4.02 s
+        assert cut_at == 200
+        assert 4.0 < stuck.lag_s <= 4.0 + FRAME_S + 1e-6
+        assert await stuck.next_batch() is None
+        assert b.stats.listeners_cut == 1
+        for into in received:
+            assert b"".join(into) == expected
+        # the ring never holds more than max(burst, max lag) + batch (+1 chunk)
+        assert max_ring <= math.ceil((4.0 + 0.1) / FRAME_S) + 1
+        assert publish_s < 0.5
+
+    asyncio.run(main())
+    print("\n1000 listeners:", {k: round(v, 6) for k, v in results.items()})
+
+
+def test_subscribe_close_churn_leaves_nothing_behind() -> None:
+    async def main() -> None:
+        clock = FakeClock()
+        b = Broadcaster(clock=clock)
+        for i in range(100):
+            b.publish(chunk(i))
+        for _ in range(10_000):
+            b.subscribe().close()
+        assert b.listeners == 0
+        assert not b._listeners and not b._busy and not b._waiters
+        # listeners that close while waiting leave stale heap entries; they are compacted
+        for _ in range(2_000):
+            listener = b.subscribe()
+            await listener.next_batch()  # the burst
+            task = asyncio.create_task(listener.next_batch())
+            await asyncio.sleep(0)
+            listener.close()
+            assert await task is None
+            assert listener.cut_reason == CUT_LEFT
+        assert b.listeners == 0
+        assert not b._busy
+        assert b._entries <= 130 and len(b._ready) == len(b._waiters)
+        assert b._entries == sum(map(len, b._waiters.values()))
+        stats = b.stats
+        assert stats.listeners_total == 12_000 and stats.listeners_cut == 0
+        assert stats.ring_chunks == 100
+
+    asyncio.run(main())
+
+
+def test_close_ends_every_waiting_listener_with_none() -> None:
+    async def main() -> None:
+        b = Broadcaster(clock=FakeClock())
+        listeners = [b.subscribe() for _ in range(50)]
+        tasks = [asyncio.create_task(ls.next_batch()) for ls in listeners]
+        await asyncio.sleep(0)
+        b.close()
+        assert await asyncio.gather(*tasks) == [None] * 50
+        assert all(ls.cut_reason == CUT_CLOSED for ls in listeners)
+        assert b.listeners == 0
+        late = b.subscribe()
+        assert await late.next_batch() is None and late.cut_reason == CUT_CLOSED
+        b.publish(chunk(0))  # ignored after close
+        assert b.stats.published_chunks == 0
+
+    asyncio.run(main())
+
+
+def test_cancelled_wait_loses_nothing() -> None:
+    async def main() -> None:
+        clock = FakeClock()
+        b = Broadcaster(batch_s=0.1, clock=clock)
+        listener = b.subscribe()
+        task = asyncio.create_task(listener.next_batch())
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        for i in range(5):
+            b.publish(chunk(i))
+        assert indices(await listener.next_batch() or b"") == [0, 1, 2, 3, 4]
+
+    asyncio.run(main())
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="duration"):
+        Chunk(b"x", 0.0, 0.0)
+    with pytest.raises(ValueError, match="burst_s"):
+        Broadcaster(burst_s=5.0, max_lag_s=4.0)
