@@ -116,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="append a JSON line of statistics every second ('-' for stdout)")
     config.add_arguments(p, ["receive", "run", "audio"])
 
+    p = sub.add_parser("serve", parents=[common], help="stream to browsers and players (HTTP)",
+                       description="Stream SOURCE over HTTP: a web page at /, MP3 at "
+                       "/stream.mp3 (bit reservoir off: any frame is a join point), status at "
+                       "/api/status. One encoder serves every listener.")
+    config.add_arguments(p, ["serve", "run", "audio"])
+
     p = sub.add_parser("hub", parents=[common], help="set up the desktop audio hub",
                        description="The hub is where all desktop audio is mixed so that "
                        "deskcast can capture it.")
@@ -416,6 +422,37 @@ def _listen_from_sdp(path: str) -> str:
     return f":{desc.port}"
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from deskcast.capture import make_source
+    from deskcast.http.server import Server, serve
+    from deskcast.transport.sender import parse_hostport
+
+    s = _settings(args, ["serve", "run", "audio", "hub"])
+    fmt = _audio_format(s)
+    host, port = parse_hostport(s.listen, 8000)
+    source = make_source(s.source, fmt, fmt.frames_for_ms(s.block_ms), hub_name=s.sink_name,
+                         buffer_ms=s.buffer_ms)
+    with source:
+        server = Server(source, bitrate_kbps=s.mp3_bitrate, rtprio=s.rtprio,
+                        burst_s=s.burst_s, max_lag_s=s.max_lag_s)
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            if s.duration is not None:
+                loop.call_later(s.duration, stop.set)
+            await serve(server, host, port, stop)
+
+        asyncio.run(main())
+    if server.error is not None and isinstance(server.error, DeskcastError):
+        raise server.error
+    return 0
+
+
 class _stop_on_signals:  # noqa: N801 - used like a function
     """SIGINT/SIGTERM call ``stop`` (a clean finish); a second SIGINT interrupts for real."""
 
@@ -504,6 +541,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "send": cmd_send,
     "tx": cmd_send,
     "receive": cmd_receive,
+    "serve": cmd_serve,
     "rx": cmd_receive,
     "hub": cmd_hub,
 }

@@ -154,6 +154,17 @@ OPTIONS: tuple[Option, ...] = (
     Option("receive", "takeover_ms", float, 100.0,
            "a new sender is played once the current one has been silent this long",
            minimum=0, maximum=60000),
+    # [serve]
+    Option("serve", "source", str, "desktop", "what to stream (desktop: the hub, else what "
+           "you are hearing)", short="-s"),
+    Option("serve", "listen", str, ":8000", "HOST:PORT to serve on (:8000: every address)"),
+    Option("serve", "mp3_bitrate", int, 128, "MP3 bitrate in kbit/s, constant (128: what "
+           "browsers and radios expect)", minimum=32, maximum=320),
+    Option("serve", "burst_s", float, 1.0, "recent audio sent to a new listener at once, so "
+           "players start immediately (1 s: browsers start in ~1 s and stay ~1 s behind)",
+           minimum=0, maximum=10),
+    Option("serve", "max_lag_s", float, 4.0, "a listener further behind than this is cut "
+           "(its player reconnects) so nobody drifts minutes behind", minimum=1, maximum=60),
     # [hub]
     Option("hub", "sink_name", str, "deskcast",
            "name of the PulseAudio/PipeWire null sink that mixes all desktop audio"),

@@ -1,0 +1,97 @@
+"""`deskcast serve`: real HTTP listeners, the MP3 they get, and a listener that never reads."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from deskcast.encode.mp3 import side_info_main_data_begin, split_frames
+from rig.signals import dominant_frequency, level_db
+
+from .conftest import Cli, finish, wait_for_line
+
+
+def free_tcp_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def read_stream(url: str, seconds: float, out: dict[str, object]) -> None:
+    start = time.monotonic()
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        out["headers"] = dict(resp.headers)
+        data = bytearray()
+        first = None
+        while time.monotonic() - start < seconds:
+            chunk = resp.read1(65536)
+            if not chunk:
+                break
+            if first is None:
+                first = time.monotonic() - start
+            data += chunk
+    out["data"] = bytes(data)
+    out["ttfb_s"] = first
+
+
+def decode(data: bytes) -> np.ndarray:
+    with av.open(io.BytesIO(data), "r", format="mp3") as container:
+        frames = [f.to_ndarray() for f in container.decode(audio=0)]
+    return np.concatenate(frames, axis=1).T.astype(np.float64)
+
+
+def test_listeners_get_self_contained_mp3_and_a_stuck_one_stalls_nobody(
+        cli: Cli, tmp_path: Path) -> None:
+    port = free_tcp_port()
+    server = cli.start("-v", "serve", "-s", "tone:1000", "--listen", f"127.0.0.1:{port}",
+                       "-t", "7")
+    wait_for_line(server, "serving")
+    base = f"http://127.0.0.1:{port}"
+    # A listener that connects and never reads a byte.
+    stuck = socket.create_connection(("127.0.0.1", port))
+    stuck.sendall(b"GET /stream.mp3 HTTP/1.1\r\nHost: x\r\n\r\n")
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    results: list[dict[str, object]] = [{} for _ in range(3)]
+    readers = [threading.Thread(target=read_stream, args=(f"{base}/stream.mp3", 4.0, r))
+               for r in results]
+    for t in readers:
+        t.start()
+    for t in readers:
+        t.join(20)
+    status = json.loads(urllib.request.urlopen(f"{base}/api/status", timeout=5).read())
+    page = urllib.request.urlopen(f"{base}/", timeout=5).read().decode()
+    stuck.close()
+    code, err = finish(server, timeout=20)
+    assert code == 0, err
+
+    assert "<audio" in page and "stream.mp3" in page
+    assert status["formats"]["mp3"]["bitrate_kbps"] == 128
+    assert status["listeners_total"] >= 4
+    for r in results:
+        headers = r["headers"]
+        assert isinstance(headers, dict)
+        assert headers["Content-Type"] == "audio/mpeg"
+        assert "no-cache" in headers["Cache-Control"]
+        assert headers["Access-Control-Allow-Origin"] == "*"
+        ttfb = r["ttfb_s"]
+        assert isinstance(ttfb, float) and ttfb < 0.5
+        data = r["data"]
+        assert isinstance(data, bytes)
+        frames, _rest = split_frames(data)
+        # Burst (~1 s) + 4 s live, and nobody was held up by the stuck listener.
+        audio_s = len(frames) * 1152 / 48000
+        assert 4.0 <= audio_s <= 5.6, audio_s
+        assert all(side_info_main_data_begin(f) == 0 for f in frames)
+        # Any frame is a join point: decode from the middle.
+        x = decode(b"".join(frames[len(frames) // 2:]))
+        assert dominant_frequency(x[2000:], 48000) == pytest.approx(1000.0, abs=2.0)
+        assert level_db(x[2000:]) == pytest.approx(-15.0, abs=1.0)
