@@ -45,6 +45,12 @@ def setup_logging(verbosity: int, stream: TextIO | None = None) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+    # aiohttp logs every malformed request from the outside world with a traceback: that is
+    # bad input to drop quietly, shown only with --debug.
+    web = logging.getLogger("aiohttp")
+    web.handlers[:] = [handler]
+    web.setLevel(logging.DEBUG if verbosity >= 2 else logging.CRITICAL)
+    web.propagate = False
 
 
 def _common_options(for_subcommand: bool) -> argparse.ArgumentParser:
@@ -436,7 +442,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                          buffer_ms=s.buffer_ms)
     with source:
         server = Server(source, bitrate_kbps=s.mp3_bitrate, rtprio=s.rtprio,
-                        burst_s=s.burst_s, max_lag_s=s.max_lag_s)
+                        burst_s=s.burst_s, max_lag_s=s.max_lag_s,
+                        max_listeners=s.max_listeners, max_per_address=s.max_per_address)
 
         async def main() -> None:
             stop = asyncio.Event()

@@ -165,6 +165,10 @@ OPTIONS: tuple[Option, ...] = (
            minimum=0, maximum=10),
     Option("serve", "max_lag_s", float, 4.0, "a listener further behind than this is cut "
            "(its player reconnects) so nobody drifts minutes behind", minimum=1, maximum=60),
+    Option("serve", "max_listeners", int, 1000, "listeners at once; more get 503 (1000: "
+           "what one core fans out at 128 kbit/s)", minimum=1, maximum=100000),
+    Option("serve", "max_per_address", int, 20, "listeners at once from one IP address "
+           "(20: a household, not a flood)", minimum=1, maximum=100000),
     # [hub]
     Option("hub", "sink_name", str, "deskcast",
            "name of the PulseAudio/PipeWire null sink that mixes all desktop audio"),

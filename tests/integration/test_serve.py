@@ -95,3 +95,53 @@ def test_listeners_get_self_contained_mp3_and_a_stuck_one_stalls_nobody(
         x = decode(b"".join(frames[len(frames) // 2:]))
         assert dominant_frequency(x[2000:], 48000) == pytest.approx(1000.0, abs=2.0)
         assert level_db(x[2000:]) == pytest.approx(-15.0, abs=1.0)
+
+
+def test_hostile_clients_do_not_stall_the_stream(cli: Cli) -> None:
+    """Garbage requests, a slowloris, HEAD, a connect/disconnect storm and too many listeners
+    from one address: a well-behaved listener keeps getting real-time audio throughout."""
+    port = free_tcp_port()
+    server = cli.start("-v", "serve", "-s", "tone:1000", "--listen", f"127.0.0.1:{port}",
+                       "-t", "9", "--max-per-address", "6")
+    wait_for_line(server, "serving")
+    base = f"http://127.0.0.1:{port}"
+    good: dict[str, object] = {}
+    reader = threading.Thread(target=read_stream, args=(f"{base}/stream.mp3", 5.0, good))
+    reader.start()
+    hostile: list[socket.socket] = []
+    try:
+        head = urllib.request.urlopen(urllib.request.Request(f"{base}/stream.mp3",
+                                                            method="HEAD"), timeout=3)
+        assert head.headers["Content-Type"] == "audio/mpeg" and head.read() == b""
+        for junk in (b"\x00\xff garbage\r\n\r\n", b"GET " + b"A" * 20000 + b" HTTP/1.1\r\n\r\n",
+                     b"GET /stream.mp3 HTTP/1.1\r\nHost: x\r\n"):  # the last never ends
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(junk)
+            hostile.append(s)
+        for _ in range(300):  # connect/disconnect storm
+            with socket.create_connection(("127.0.0.1", port)) as s:
+                s.sendall(b"GET /stream.mp3 HTTP/1.1\r\nHost: x\r\n\r\n")
+        extra: list[socket.socket] = []
+        codes = []
+        for _ in range(8):  # the good reader is 1 of the 6 allowed
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(b"GET /stream.mp3 HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.settimeout(3)
+            codes.append(s.recv(12))
+            extra.append(s)
+        hostile += extra
+        assert sum(c.startswith(b"HTTP/1.1 503") for c in codes) >= 3
+        assert sum(c.startswith(b"HTTP/1.1 200") for c in codes) >= 1
+    finally:
+        reader.join(20)
+        for s in hostile:
+            s.close()
+    code, err = finish(server, timeout=20)
+    assert code == 0, err
+    assert "Traceback" not in err
+    data = good["data"]
+    assert isinstance(data, bytes)
+    frames, _rest = split_frames(data)
+    assert len(frames) * 1152 / 48000 >= 5.0   # burst + 5 s live: never held up
+    x = decode(b"".join(frames))
+    assert dominant_frequency(x[2000:], 48000) == pytest.approx(1000.0, abs=2.0)

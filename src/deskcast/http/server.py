@@ -69,12 +69,17 @@ setInterval(() => {
 
 class Server:
     def __init__(self, source: Source, *, bitrate_kbps: int = 128, rtprio: int = 0,
-                 burst_s: float = 1.0, max_lag_s: float = 4.0) -> None:
+                 burst_s: float = 1.0, max_lag_s: float = 4.0, max_listeners: int = 1000,
+                 max_per_address: int = 20) -> None:
         self.source = source
         self.encoder = Mp3Encoder(source.fmt, bitrate_kbps=bitrate_kbps)
         self.rtprio = rtprio
         self.broadcaster = Broadcaster(burst_s=burst_s, max_lag_s=max_lag_s, batch_s=CHUNK_S)
         self.started = time.monotonic()
+        self.max_listeners = max_listeners
+        self.max_per_address = max_per_address
+        self.refused = 0
+        self._per_address: dict[str, int] = {}
         self.error: BaseException | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -136,6 +141,7 @@ class Server:
             "listeners": self.broadcaster.listeners,
             "listeners_total": st.listeners_total,
             "listeners_cut": st.listeners_cut,
+            "listeners_refused": self.refused,
             "published_bytes": st.published_bytes,
             "sent_bytes": st.sent_bytes,
         }
@@ -144,13 +150,22 @@ class Server:
                                      "Access-Control-Allow-Origin": "*"})
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
-        resp = web.StreamResponse(headers={
-            "Content-Type": "audio/mpeg", "Cache-Control": NO_CACHE,
-            "Access-Control-Allow-Origin": "*", "X-Content-Type-Options": "nosniff",
-        })
-        await resp.prepare(request)
+        headers = {"Content-Type": "audio/mpeg", "Cache-Control": NO_CACHE,
+                   "Access-Control-Allow-Origin": "*", "X-Content-Type-Options": "nosniff"}
+        if request.method == "HEAD":
+            return web.Response(headers=headers)
+        address = request.remote or "?"
+        if self.broadcaster.listeners >= self.max_listeners or \
+                self._per_address.get(address, 0) >= self.max_per_address:
+            self.refused += 1
+            return web.Response(status=503, text="too many listeners, try again later\n",
+                                headers={"Retry-After": "10", "Cache-Control": NO_CACHE})
+        resp = web.StreamResponse(headers=headers)
         listener = self.broadcaster.subscribe()
+        self._per_address[address] = self._per_address.get(address, 0) + 1
         try:
+            # Inside the try: a client that already hung up makes even the headers fail.
+            await resp.prepare(request)
             while True:
                 data = await listener.next_batch()
                 if data is None:
@@ -160,6 +175,11 @@ class Server:
             pass
         finally:
             listener.close()
+            left = self._per_address.get(address, 1) - 1
+            if left:
+                self._per_address[address] = left
+            else:
+                self._per_address.pop(address, None)
         return resp
 
 
