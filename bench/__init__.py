@@ -1,0 +1,1 @@
+"""Benchmarks of deskcast against trx: ``.venv/bin/python bench/latency.py`` etc."""
