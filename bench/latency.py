@@ -2,10 +2,10 @@
 
 A private PulseAudio has two null sinks, ``hub`` and ``out``. The pipeline under test carries
 ``hub.monitor`` over UDP on 127.0.0.1 to ``out``. paplay plays a test signal into ``hub``: a
-continuous 1 kHz tone at -30 dBFS (to see dropouts) with a 30 ms burst of noise at -12 dBFS
-every 0.5 s . ``hub.monitor`` and ``out.monitor`` are recorded at
-the same time, put on one time axis from the arrival times of their chunks, and each burst's
-delay from hub to out is found by cross-correlation.
+continuous 1 kHz tone at -30 dBFS (to see dropouts) with a 30 ms chirp (a "burst", 300 Hz to
+6 kHz at -12 dBFS) every 0.5 s. ``hub.monitor`` and ``out.monitor`` are recorded at the same
+time, put on one time axis from the arrival times of their chunks, and each burst's delay from
+hub to out is found by cross-correlation.
 
 Every configuration is run several times, interleaved (trx, deskcast, ..., trx, deskcast, ...)
 so that background load hits them alike.
