@@ -24,12 +24,12 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import Literal, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -605,3 +605,33 @@ class Progress:
         with self._lock:
             print(f"[{time.monotonic() - self.started:6.1f} s] {message}", file=sys.stderr,
                   flush=True)
+
+
+class _Result(Protocol):
+    pipeline: Pipeline
+    loads: list[MachineLoad]
+    failures: list[str]
+
+
+R = TypeVar("R", bound=_Result)
+
+
+def print_footer(bs: BenchServer, ordered: Sequence[R],
+                 per_config: Callable[[R], None] | None = None) -> None:
+    """What every script prints under its table: machine load, server deaths, what each
+    configuration ran and its failed runs (then ``per_config``'s own lines)."""
+    summary = load_summary([m for r in ordered for m in r.loads])
+    if summary:
+        print(summary)
+    if bs.deaths:
+        print(f"the PulseAudio server died {len(bs.deaths)} time(s) and was restarted; the runs "
+              "it was in are listed as failed. Last lines of its log:")
+        for tail in bs.deaths:
+            for line in tail.splitlines()[-3:]:
+                print(f"    {line}")
+    for r in ordered:
+        print(f"  {r.pipeline.label}: {r.pipeline.describe()}")
+        for f in r.failures:
+            print(f"    failed run: {one_line(f)}")
+        if per_config is not None:
+            per_config(r)

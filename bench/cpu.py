@@ -42,9 +42,8 @@ from bench.common import (  # noqa: E402
     Progress,
     cpu_seconds,
     header,
-    load_summary,
     median,
-    one_line,
+    print_footer,
     start_pipeline,
     table,
 )
@@ -206,19 +205,7 @@ def main() -> int:
     print()
     print(f"ms/s: milliseconds of CPU time (user+system, all threads and children) per second "
           f"of audio, median (min-max) over runs of {args.seconds:g} s; signal: {args.signal}.")
-    summary = load_summary([m for r in ordered for m in r.loads])
-    if summary:
-        print(summary)
-    if bs.deaths:
-        print(f"the PulseAudio server died {len(bs.deaths)} time(s) and was restarted; the runs "
-              "it was in are listed as failed. Last lines of its log:")
-        for tail in bs.deaths:
-            for line in tail.splitlines()[-3:]:
-                print(f"    {line}")
-    for r in ordered:
-        print(f"  {r.pipeline.label}: {r.pipeline.describe()}")
-        for f in r.failures:
-            print(f"    failed run: {one_line(f)}")
+    print_footer(bs, ordered)
     return 1 if any(r.failures for r in ordered) else 0
 
 

@@ -44,10 +44,9 @@ from bench.common import (  # noqa: E402
     TimedRecorder,
     block_levels_db,
     header,
-    load_summary,
     median,
-    one_line,
     percentile,
+    print_footer,
     silent_runs_ms,
     start_pipeline,
     table,
@@ -300,19 +299,8 @@ def main() -> int:
     if errs:
         print(f"time-axis self-check (second hub.monitor recording): max error "
               f"{max(errs):.2f} ms over {len(errs)} runs.")
-    summary = load_summary([m for r in ordered for m in r.loads])
-    if summary:
-        print(summary)
-    if bs.deaths:
-        print(f"the PulseAudio server died {len(bs.deaths)} time(s) and was restarted; the runs "
-              "it was in are listed as failed. Last lines of its log:")
-        for tail in bs.deaths:
-            for line in tail.splitlines()[-3:]:
-                print(f"    {line}")
-    for r in ordered:
-        print(f"  {r.pipeline.label}: {r.pipeline.describe()}")
-        for f in r.failures:
-            print(f"    failed run: {one_line(f)}")
+
+    def per_run(r: Result) -> None:
         if args.verbose:
             for i, run_delays in enumerate(r.per_run):
                 busy_pct = (f" (machine {100 * r.loads[i].busy:.0f}% busy)"
@@ -322,6 +310,8 @@ def main() -> int:
             for i, gap_list in enumerate(r.gap_runs):
                 if gap_list:
                     print(f"    run {i + 1} gaps ms: " + " ".join(fmt(g, 0) for g in gap_list))
+
+    print_footer(bs, ordered, per_config=per_run)
     return 1 if any(r.failures for r in ordered) else 0
 
 

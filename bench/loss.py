@@ -51,10 +51,9 @@ from bench.common import (  # noqa: E402
     TimedRecorder,
     free_port_pair,
     header,
-    load_summary,
     median,
-    one_line,
     percentile,
+    print_footer,
     silent_runs_ms,
     start_pipeline,
     table,
@@ -304,19 +303,7 @@ def main() -> int:
           f" {1000 * WINDOW_S:g} ms of input in the output; level dB: output - input; "
           "|dev| p95: 95th percentile of the per-window level deviation; delay: median "
           "hub -> out; concealed %, late/underruns: the deskcast receiver's own counts.")
-    summary = load_summary([m for r in ordered for m in r.loads])
-    if summary:
-        print(summary)
-    if bs.deaths:
-        print(f"the PulseAudio server died {len(bs.deaths)} time(s) and was restarted; the runs "
-              "it was in are listed as failed. Last lines of its log:")
-        for tail in bs.deaths:
-            for line in tail.splitlines()[-3:]:
-                print(f"    {line}")
-    for r in ordered:
-        print(f"  {r.pipeline.label}: {r.pipeline.describe()}")
-        for f in r.failures:
-            print(f"    failed run: {one_line(f)}")
+    print_footer(bs, ordered)
     return 1 if any(r.failures for r in ordered) else 0
 
 
