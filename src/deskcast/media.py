@@ -35,12 +35,12 @@ class SampleFormat(enum.Enum):
 
     @property
     def dtype(self) -> np.dtype[np.generic]:
-        return np.dtype(_DTYPES[self])
+        return _DTYPES[self]
 
     @property
     def width(self) -> int:
         """Bytes per sample."""
-        return self.dtype.itemsize
+        return _DTYPES[self].itemsize
 
     @classmethod
     def parse(cls, text: str) -> SampleFormat:
@@ -51,7 +51,9 @@ class SampleFormat(enum.Enum):
             raise ConfigError(f"unknown sample format {text!r}: use one of {names}") from None
 
 
-_DTYPES = {SampleFormat.S16LE: "<i2", SampleFormat.S32LE: "<i4", SampleFormat.F32LE: "<f4"}
+_DTYPES: dict[SampleFormat, np.dtype[np.generic]] = {
+    SampleFormat.S16LE: np.dtype("<i2"), SampleFormat.S32LE: np.dtype("<i4"),
+    SampleFormat.F32LE: np.dtype("<f4")}
 _INT_SCALE = {SampleFormat.S16LE: 32768.0, SampleFormat.S32LE: 2147483648.0}
 
 
@@ -75,7 +77,7 @@ class AudioFormat:
 
     @property
     def frame_bytes(self) -> int:
-        return self.channels * self.sample.width
+        return self.channels * _DTYPES[self.sample].itemsize
 
     def frames_for_ms(self, ms: float) -> int:
         """Frames in ``ms`` milliseconds, at least one."""

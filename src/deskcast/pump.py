@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from deskcast import realtime
 from deskcast.capture.base import Source
-from deskcast.media import levels_db
+from deskcast.media import PcmBlock, levels_db
 from deskcast.playback.base import Sink, SinkClosedError
 
 logger = logging.getLogger(__name__)
@@ -30,20 +30,24 @@ class PumpStats:
     frames: int = 0
     blocks: int = 0
     started: float = field(default_factory=time.monotonic)
-    peak_db: list[float] = field(default_factory=list)
-    rms_db: list[float] = field(default_factory=list)
+    last_block: PcmBlock | None = None
+    """The block written last (for a level meter: see :meth:`levels`)."""
     ended: str = ""
     """Why the loop ended: 'duration', 'source ended', 'sink closed', 'stopped', 'error'."""
+
+    def levels(self) -> tuple[list[float], list[float]]:
+        """(peak, rms) dBFS per channel of the last block; empty lists before the first."""
+        block = self.last_block
+        return levels_db(block) if block is not None else ([], [])
 
 
 class Pump:
     def __init__(self, source: Source, sink: Sink, *, max_frames: int | None = None,
-                 rtprio: int = 0, meter: bool = True) -> None:
+                 rtprio: int = 0) -> None:
         self.source = source
         self.sink = sink
         self.max_frames = max_frames
         self.rtprio = rtprio
-        self.meter = meter
         self.stats = PumpStats()
         self.stop_event = threading.Event()
         self.error: BaseException | None = None
@@ -72,8 +76,7 @@ class Pump:
                         self.sink.write(block)
                 stats.frames += block.frames
                 stats.blocks += 1
-                if self.meter:
-                    stats.peak_db, stats.rms_db = levels_db(block)
+                stats.last_block = block
                 if stats.ended:
                     break
         except SinkClosedError as err:

@@ -29,7 +29,7 @@ def simulate(ppm: float, seconds: float, compensate: bool = True) -> tuple[list[
         t += step
         produced_now = TARGET + int(t * sender_rate / PACKET) * PACKET  # whole packets
         depth = produced_now - consumed
-        ratio = ctl.update(depth, TARGET, OUT) if compensate else 1.0
+        ratio = ctl.update(depth, OUT) if compensate else 1.0
         consumed += OUT / ratio
         produced = produced_now
         if t >= next_report:
@@ -57,8 +57,10 @@ def test_without_compensation_the_delay_creeps() -> None:
 
 def test_correction_is_limited_to_two_per_mille() -> None:
     ctl = DriftController(RATE)
+    for _ in range(500):
+        ctl.update(TARGET, OUT)  # settles at the target
     for _ in range(10000):
-        ratio = ctl.update(10 * RATE, TARGET, OUT)  # absurdly full
+        ratio = ctl.update(10 * RATE, OUT)  # then absurdly full
     assert ratio == pytest.approx(1 - 0.002)
 
 
@@ -77,3 +79,55 @@ def test_resampler_changes_length_by_the_ratio_and_keeps_the_pitch_within_the_ra
     mag = np.abs(np.fft.rfft(seg * np.hanning(len(seg)), 8 * len(seg)))
     freq = np.argmax(mag) * RATE / (8 * len(seg))
     assert freq == pytest.approx(1000 / 1.002, abs=0.5)
+
+
+def test_steps_the_jitter_buffer_makes_are_followed_not_corrected() -> None:
+    """An underrun concealed by expanding adds a frame of depth for good; the controller
+    moves its set-point instead of bending the pitch to pull the frame back out."""
+    ctl = DriftController(RATE)
+    for _ in range(400):                          # 4 s at the target: settled
+        assert ctl.update(TARGET, OUT) == pytest.approx(1.0, abs=1e-9)
+    assert ctl.setpoint == pytest.approx(TARGET)
+    ctl.shift(3 * PACKET)                         # three expands: +60 ms, far past the deadband
+    ratios = [ctl.update(TARGET + 3 * PACKET, OUT) for _ in range(3000)]
+    assert max(abs(r - 1.0) for r in ratios) < 1e-9
+    ctl.shift(-2 * PACKET)                        # the backlog dropped again
+    ratios = [ctl.update(TARGET + PACKET, OUT) for _ in range(3000)]
+    assert max(abs(r - 1.0) for r in ratios) < 1e-9
+
+
+def test_a_step_while_settling_restarts_the_measurement() -> None:
+    ctl = DriftController(RATE)
+    for _ in range(100):
+        ctl.update(4 * TARGET, OUT)               # 1 s of a start-up burst
+    ctl.shift(PACKET)
+    for _ in range(250):
+        ctl.update(TARGET, OUT)
+    assert ctl.setpoint == pytest.approx(TARGET)
+
+
+def test_audio_added_by_steps_is_played_out_again_slowly() -> None:
+    """Three frames expanded after a burst of late packets: 10 s later the delay starts
+    returning to where the stream settled, never bending the pitch by more than 0.5 per mille."""
+    ctl = DriftController(RATE)
+    consumed = 0.0
+    produced = float(TARGET)
+    depths: list[float] = []
+    ratios: list[float] = []
+    for step in range(int(200 * RATE / OUT)):
+        if step == 400:                          # 4 s in: three frames concealed, not consumed
+            produced += 3 * PACKET
+            ctl.shift(3 * PACKET)
+        produced += OUT                          # the sender, at our rate
+        depth = produced - consumed
+        ratio = ctl.update(depth, OUT, TARGET)
+        consumed += OUT / ratio
+        depths.append(1000 * depth / RATE)
+        ratios.append(ratio)
+    steps_per_s = RATE // OUT
+    settled = depths[399]                                      # target + one block
+    assert depths[401] == pytest.approx(settled + 60.0, abs=1.0)
+    assert depths[-1] == pytest.approx(settled, abs=3.0)       # back where it settled
+    assert max(abs(r - 1.0) for r in ratios) <= 0.0005 + 1e-6
+    back = next(i for i, d in enumerate(depths) if i > 401 and d < settled + 3) / steps_per_s
+    assert 110 < back < 150                    # 10 s of margin, then 57 ms at 500 ppm: ~125 s

@@ -20,7 +20,7 @@ def play_all(jb: JitterBuffer, limit: int = 10000) -> list[Frame]:
     out = []
     for _ in range(limit):
         frame = jb.pop()
-        if frame is None:
+        if frame is None or frame.expand:  # ran dry
             break
         out.append(frame)
     return out
@@ -79,16 +79,50 @@ def test_late_packets_are_dropped_and_counted() -> None:
     assert jb.stats.late == 1
 
 
-def test_underrun_rebuffers_to_the_target() -> None:
+def test_running_dry_conceals_without_consuming_so_the_late_packet_still_plays() -> None:
     jb = JitterBuffer(RATE, target_ms=40, adaptive=False)
     for i in range(3):
         jb.put(*packet(i), F, 0.0)
-    assert len(play_all(jb)) == 3
+    assert [f.timestamp // F for f in (jb.pop(), jb.pop(), jb.pop()) if f] == [0, 1, 2]
+    dry = jb.pop()
+    assert dry is not None and dry.expand and dry.payload is None and dry.samples == F
+    assert dry.timestamp == 3 * F and jb.stats.underruns == 1 and jb.playing
+    jb.put(*packet(3), F, 0.1)                    # 20 ms late: played, not dropped
+    nxt = jb.pop()
+    assert nxt is not None and nxt.timestamp == 3 * F and nxt.payload == bytes([3])
+    assert jb.stats.late == 0 and jb.stats.expanded_samples == F
+
+
+def test_a_stopped_sender_is_concealed_for_200_ms_then_silence_and_rebuffer() -> None:
+    jb = JitterBuffer(RATE, target_ms=40, adaptive=False)
+    for i in range(3):
+        jb.put(*packet(i), F, 0.0)
+    frames = []
+    while (frame := jb.pop()) is not None:
+        frames.append(frame)
+    assert [f.expand for f in frames] == [False] * 3 + [True] * 10   # 10 x 20 ms
     assert jb.stats.underruns == 1 and not jb.playing
-    jb.put(*packet(3), F, 0.1)
+    jb.put(*packet(3), F, 1.0)
     assert jb.pop() is None                       # 20 ms buffered, target 40
-    jb.put(*packet(4), F, 0.1)
-    assert [f.timestamp // F for f in play_all(jb)] == [3, 4]
+    jb.put(*packet(4), F, 1.0)
+    assert [f.timestamp // F for f in play_all(jb) if not f.expand] == [3, 4]
+
+
+def test_a_raised_floor_is_reached_by_expanding_between_real_frames() -> None:
+    jb = JitterBuffer(RATE, target_ms=20, min_ms=10, adaptive=False)
+    for i in range(2):
+        jb.put(*packet(i), F, 0.0)
+    assert jb.pop() is not None
+    jb.raise_floor(4 * F)                         # e.g. FEC groups of 4
+    assert jb.target_samples == 4 * F
+    kinds = []
+    for i in range(2, 12):
+        jb.put(*packet(i), F, 0.0)
+        frame = jb.pop()
+        assert frame is not None
+        kinds.append(frame.expand)
+    assert kinds[:6] == [True, False, True, False, True, False]
+    assert jb.stats.expanded_samples == 3 * F and not any(kinds[6:])
 
 
 def test_latency_does_not_creep_after_a_burst() -> None:
@@ -136,9 +170,9 @@ def test_simulated_network_with_loss_jitter_and_reorder_plays_in_order() -> None
         if frame is not None:
             played.append(frame)
         t += 0.02
-    stamps = [f.timestamp for f in played]
+    stamps = [f.timestamp for f in played if not f.expand]
     assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
-    lost = sum(f.samples for f in played if f.payload is None) / (len(played) * F)
+    lost = sum(f.samples for f in played if f.payload is None) / sum(f.samples for f in played)
     assert lost < 0.05 + 0.03  # concealed fraction ~ loss rate, not more
     assert jb.stats.underruns <= 2
 

@@ -69,9 +69,13 @@ class OpusEncoder:
         return int(self._encoder.lookahead)
 
     def encode(self, block: PcmBlock) -> bytes:
-        """One packet for one block of exactly ``frame_frames`` frames."""
-        if block.frames != self.frame_frames:
+        """One packet for one block of ``frame_frames`` frames (a shorter one, the end of a
+        stream cut by ``-t``, is padded with silence)."""
+        if block.frames > self.frame_frames:
             raise ValueError(f"Opus frame must be {self.frame_frames} frames, got {block.frames}")
+        if block.frames < self.frame_frames:
+            pad = (self.frame_frames - block.frames) * block.fmt.frame_bytes
+            block = PcmBlock(block.data + bytes(pad), block.fmt, block.pts)
         if block.fmt.sample is SampleFormat.F32LE:
             return bytes(self._encoder.encode_float(block.data, self.frame_frames))
         data = convert(block.data, block.fmt, self._s16)

@@ -23,11 +23,19 @@ MAX_PPM = 2000.0
 
 
 class DriftController:
-    """PI controller: buffer depth error in, resampling ratio (output/input) out."""
+    """PI controller: buffer depth error in, resampling ratio (output/input) out.
+
+    The set-point is the level the buffer settled at, not the jitter buffer's target: the
+    jitter buffer reaches its target by itself, in discrete steps (a concealed frame when it
+    runs dry, dropped audio when far too much is queued), and tells us about each step with
+    :meth:`shift`. Resampling only removes the slow slide that two clocks cause. Pulling the
+    buffer to a target by resampling would bend the pitch for seconds after every step.
+    """
 
     def __init__(self, rate: int, *, max_ppm: float = MAX_PPM, smoothing_s: float = 4.0,
                  kp_per_s: float = 0.1, ki_per_s2: float = 0.005,
-                 deadband_ms: float = 8.0) -> None:
+                 deadband_ms: float = 8.0, settle_s: float = 2.0,
+                 relax_ppm: float = 500.0) -> None:
         # Gains (checked in tests/unit/test_drift.py): 10 ms beyond the deadband asks for
         # 1000 ppm at once; the integral learns a steady drift within a minute. 30 ms of
         # network jitter moves the ratio by < 700 ppm (1 cent), so the correction itself is
@@ -40,20 +48,29 @@ class DriftController:
         self.deadband_s = deadband_ms / 1000
         """Errors this small are left alone: packet steps and bursty devices (PipeWire's
         quantum) make the depth swing that much without any drift."""
-        self.error_s = 0.0
-        """Smoothed depth error in seconds (positive: more buffered than the target)."""
-        self.integral = 0.0
-        self.ratio = 1.0
-        self._primed = False
-        self._drift_avg = 0.0
-        self.settle_s = 2.0
+        self.settle_s = settle_s
         """The first seconds of a stream only measure where the buffer sits: bursty senders
         and devices (PipeWire's 42 ms quantum) keep it above the start threshold on average,
         and that offset is not drift."""
-        self.bias_samples: float | None = None
-        self._settled_target = 0.0
+        self.error_s = 0.0
+        """Smoothed depth error in seconds (positive: more buffered than the set-point)."""
+        self.integral = 0.0
+        self.ratio = 1.0
+        self.setpoint: float | None = None
+        """Depth (samples) the controller holds; None while it is being measured."""
+        self._primed = False
+        self._drift_avg = 0.0
         self._settle_sum = 0.0
         self._settle_time = 0.0
+        self._offset: float | None = None
+        """Set-point minus the jitter target when the stream settled."""
+        self.relax_ppm = relax_ppm
+        """How fast audio added by the jitter buffer's steps is played out again (500 ppm:
+        20 ms in 40 s, a quarter of the pitch change anyone could hear)."""
+        self.relax_after_s = 10.0
+        """... once no step came for this long (a network that was late once is often
+        late again soon: keep the margin for a while)."""
+        self._since_step = 0.0
 
     @property
     def drift_ppm(self) -> float:
@@ -61,25 +78,33 @@ class DriftController:
         averaged over about ten seconds (packet-sized steps make the integral wobble)."""
         return self._drift_avg * 1e6
 
-    def update(self, depth_samples: float, target_samples: float, played_samples: int) -> float:
-        """Account for ``played_samples`` of output with the buffer at ``depth_samples``."""
+    def update(self, depth_samples: float, played_samples: int,
+               target_samples: float | None = None) -> float:
+        """Account for ``played_samples`` of output with the buffer at ``depth_samples``.
+
+        With ``target_samples`` (the jitter buffer's target), audio that steps added beyond
+        what the stream settled at relative to the target is played out again slowly, at
+        ``relax_ppm``: after a burst of late packets the delay returns to where it was.
+        """
         dt = played_samples / self.rate
-        if self.bias_samples is not None and \
-                abs(target_samples - self._settled_target) > 0.005 * self.rate:
-            # The jitter buffer moved its target: measure the new level instead of pulling
-            # the buffer there by resampling (that would bend the pitch; the buffer adapts by
-            # itself). The learnt drift stays applied meanwhile.
-            self.reset()
-        if self.bias_samples is None:
+        if self.setpoint is None:
             self._settle_sum += depth_samples * dt
             self._settle_time += dt
             if self._settle_time < self.settle_s:
                 return self.ratio
-            mean = self._settle_sum / self._settle_time
-            limit = 0.06 * self.rate
-            self.bias_samples = max(-limit, min(limit, mean - target_samples))
-            self._settled_target = target_samples
-        error = (depth_samples - target_samples - self.bias_samples) / self.rate
+            self.setpoint = self._settle_sum / self._settle_time
+            self._offset = None if target_samples is None else self.setpoint - target_samples
+        relax = 0.0
+        if target_samples is not None and self._offset is not None:
+            floor = target_samples + self._offset
+            self._since_step += dt
+            if self.setpoint - floor > 0.002 * self.rate and \
+                    self._since_step >= self.relax_after_s:
+                # Consuming relax_ppm faster drains exactly this much: the set-point follows,
+                # so the error (and the learnt drift) is untouched.
+                relax = self.relax_ppm / 1e6
+                self.setpoint -= relax * played_samples
+        error = (depth_samples - self.setpoint) / self.rate
         if not self._primed:
             self.error_s, self._primed = error, True
         alpha = min(1.0, dt / self.smoothing_s)
@@ -88,19 +113,33 @@ class DriftController:
         beyond = excess if self.error_s > 0 else -excess
         # The integral learns the steady drift; the proportional part removes the offset.
         self.integral = _clamp(self.integral + self.ki * beyond * dt, self.max_dev)
-        correction = _clamp(self.integral + self.kp * beyond, self.max_dev)
+        correction = _clamp(self.integral + self.kp * beyond + relax, self.max_dev)
         self._drift_avg += min(1.0, dt / 10.0) * (self.integral - self._drift_avg)
         # Too much buffered -> consume input faster -> fewer output samples per input.
         self.ratio = 1.0 - correction
         return self.ratio
 
+    def shift(self, samples: float) -> None:
+        """The buffer level was stepped on purpose by ``samples`` (positive: more audio
+        queued, e.g. a frame concealed without consuming; negative: audio dropped). Follow it
+        instead of correcting it."""
+        if self.setpoint is None:
+            self._restart_settling()
+            return
+        # Depth and set-point move together, so the (smoothed) error is unchanged.
+        self.setpoint += samples
+        self._since_step = 0.0
+
     def reset(self) -> None:
-        """A new stream: measure its buffer offset again (the learnt drift stays: the clocks
-        did not change)."""
+        """A new stream or a restart after silence: measure the buffer level again (the
+        learnt drift stays applied: the clocks did not change)."""
         self.error_s = 0.0
         self._primed = False
         self.ratio = 1.0 - self.integral
-        self.bias_samples = None
+        self.setpoint = None
+        self._restart_settling()
+
+    def _restart_settling(self) -> None:
         self._settle_sum = self._settle_time = 0.0
 
 

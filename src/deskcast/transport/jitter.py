@@ -5,9 +5,13 @@ Pure logic (no sockets, no clocks): arrival times are passed in, and the playout
 (never wrap) and counted in samples of the stream rate.
 
 * Reorders and drops duplicates and packets that come after their playout time.
-* Starts (and restarts after an underrun) once ``target`` of audio is buffered.
+* Starts once ``target`` of audio is buffered.
 * Reports a gap as a frame to conceal, of the missing duration exactly, and hands over the
   next packet so its inband FEC can rebuild the lost one.
+* Runs dry gracefully: when nothing is there to play it asks for one frame of concealment
+  *without* consuming (an "expand"), so the late packet still plays next and the buffer has
+  grown by exactly what the network needed. Only after ``max_expand`` of continuous
+  expansion (the sender stopped) does it fall silent and rebuffer to the target.
 * Adapts ``target`` to the measured delay variation between ``min`` and ``max``.
 * Never lets latency creep: when more than ``target + slack`` is buffered it drops the
   oldest audio to get back to the target (drift correction by resampling keeps this rare).
@@ -33,6 +37,8 @@ class Frame:
     next_payload: bytes | None = None
     """For a lost frame: the packet right after the gap, if it is here (its inband FEC may
     carry the lost audio)."""
+    expand: bool = False
+    """Concealment that consumes nothing: the buffer grows by ``samples``."""
 
 
 @dataclass
@@ -42,6 +48,9 @@ class JitterStats:
     duplicates: int = 0
     late: int = 0
     concealed_samples: int = 0
+    expanded_samples: int = 0
+    """Concealment inserted while dry, that real audio then followed: the delay grew by
+    this much, and no audio was lost."""
     skipped_samples: int = 0
     underruns: int = 0
     overflows: int = 0
@@ -77,6 +86,12 @@ class JitterBuffer:
         """How long more than ``target + slack`` may stay buffered before the excess is
         dropped (a burst after a network stall; steady drift is the resampler's job)."""
         self._jitter_samples = 0.0
+        self.max_expand_samples = rate // 5
+        """Continuous expansion beyond this (200 ms: far more than any jitter we follow)
+        means the sender stopped: fall silent and rebuffer."""
+        self._expanding = 0
+        self._grow_samples = 0
+        self._just_expanded = False
 
     # --- input ----------------------------------------------------------------------------
 
@@ -150,11 +165,16 @@ class JitterBuffer:
                 <= self._play_ts:
             self._entries.pop(0)  # arrived before its slot passed, but we skipped past it
         if not self._entries:
-            # Underrun: nothing to play. Rebuffer to the target before playing again.
-            self.stats.underruns += 1
-            self._playing = False
-            return None
+            return self._run_dry()
         head = self._entries[0]
+        if self._grow_samples > 0 and not self._just_expanded:
+            # Growing towards a raised floor: one concealed frame between real ones.
+            return self._expand(min(self._grow_samples, self._frame_samples))
+        # Expansion that real audio follows stretched the stream (a sender that stopped is
+        # not counted: nothing was delayed).
+        self.stats.expanded_samples += self._expanding
+        self._expanding = 0
+        self._just_expanded = False
         if head.timestamp <= self._play_ts:
             self._entries.pop(0)
             self._play_ts = head.timestamp + head.samples
@@ -168,10 +188,40 @@ class JitterBuffer:
         nxt = head.payload if head.timestamp == self._play_ts else None
         return Frame(ts, missing, None, nxt)
 
+    def _run_dry(self) -> Frame | None:
+        """Nothing to play: conceal without consuming, or after too long, rebuffer."""
+        if self._expanding == 0:
+            self.stats.underruns += 1
+        if self._expanding >= self.max_expand_samples or not self._frame_samples:
+            self._playing = False
+            self._expanding = 0
+            return None
+        return self._expand(self._frame_samples)
+
+    def _expand(self, samples: int) -> Frame:
+        assert self._play_ts is not None
+        self._expanding += samples
+        self._grow_samples = max(0, self._grow_samples - samples)
+        self._just_expanded = True
+        return Frame(self._play_ts, samples, None, None, expand=True)
+
+    def raise_floor(self, floor_samples: int) -> None:
+        """Never run below ``floor_samples`` from now on (e.g. FEC needs a whole group
+        buffered); a playing buffer grows there by expanding one frame at a time."""
+        floor_samples = min(floor_samples, self.max_samples)
+        if floor_samples <= self.min_samples:
+            return
+        self.min_samples = floor_samples
+        if self._playing:
+            self._grow_samples = max(0, floor_samples - self.depth_samples)
+        self.target_samples = max(self.target_samples, floor_samples)
+
     def _catch_up(self) -> None:
         """Drop the oldest audio when far more than the target has stayed buffered."""
         assert self._play_ts is not None
-        slack = max(2 * self._frame_samples, self.rate // 25)  # 40 ms or two frames
+        # Two frames (40 ms at the default 20 ms frames; 10 ms at 5 ms frames, where the
+        # user asked for low latency), at least 10 ms.
+        slack = max(2 * self._frame_samples, self.rate // 100)
         if self.depth_samples <= self.target_samples + slack:
             self._excess_samples = 0
             return
@@ -196,3 +246,5 @@ class JitterBuffer:
         self._play_ts = None
         self._playing = False
         self._transit.clear()
+        self._expanding = self._grow_samples = 0
+        self._just_expanded = False
