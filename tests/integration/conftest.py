@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from deskcast.transport.receiver import EXPAND_FADE_S, EXPAND_HOLD_S
+
 DESKCAST = [sys.executable, "-m", "deskcast"]
 
 
@@ -65,6 +67,14 @@ def audible(audio: np.ndarray, threshold: float = 1e-3) -> np.ndarray:
     if loud.size == 0:
         return audio[:0]
     return audio[loud[0]: loud[-1] + 1]
+
+
+def received_seconds(heard: np.ndarray, sent_s: float, rate: int = 48000) -> bool:
+    """Whether ``heard`` (from :func:`audible`) is what a receiver plays of ``sent_s`` seconds
+    of a stream that then stopped: the stream, within 0.1 s, plus the receiver's concealment
+    of the packet that never came, which fades out (EXPAND_HOLD_S + EXPAND_FADE_S)."""
+    tail = EXPAND_HOLD_S + EXPAND_FADE_S
+    return sent_s - 0.1 < len(heard) / rate < sent_s + 0.1 + tail
 
 
 def wait_for_line(proc: subprocess.Popen[bytes], needle: str, timeout: float = 10.0) -> str:

@@ -22,13 +22,15 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from deskcast.capture.base import Pacer, Source
 from deskcast.decode.opus import CorruptPacket, OpusDecoder, packet_samples
 from deskcast.endpoints import Endpoint
-from deskcast.errors import DeviceError, EndpointError
+from deskcast.errors import ConfigError, DeviceError, EndpointError
 from deskcast.media import AudioFormat, PcmBlock
 from deskcast.transport.drift import AdaptiveResampler, DriftController
 from deskcast.transport.fec import FEC_PT, FEC_SSRC_XOR, FecDecoder
@@ -49,6 +51,7 @@ from deskcast.transport.rtp import (
     ts_delta,
 )
 from deskcast.transport.sender import DEFAULT_PORT, TRX_PT, TRX_TS_DIVISOR
+from deskcast.transport.srtp import SrtpError, SrtpKey, SrtpReceiver, SrtpSender
 
 logger = logging.getLogger(__name__)
 
@@ -126,8 +129,14 @@ class RtpReceiver(Source):
 
     def __init__(self, endpoint: Endpoint, fmt: AudioFormat, block_frames: int, *,
                  jitter: JitterBuffer, takeover_ms: float = 100.0, fec: bool = True,
-                 drift: bool = True, clock: Callable[[], float] = time.monotonic) -> None:
+                 drift: bool = True, clock: Callable[[], float] = time.monotonic,
+                 key: SrtpKey | None = None, allow: Sequence[str] = ()) -> None:
         super().__init__(endpoint, fmt, block_frames)
+        # Datagram input: only from --allow networks; with --key only authentic SRTP.
+        self.allow = parse_allow(allow)
+        self._allowed: dict[object, bool] = {}
+        self.srtp_in = SrtpReceiver(key) if key is not None else None
+        self.srtp_out = SrtpSender(key) if key is not None else None
         if fmt.rate != 48000:
             raise EndpointError("the receiver plays at 48000 Hz (Opus' clock); drop --rate")
         self.host, self.port = _listen_address(endpoint.target)
@@ -150,6 +159,8 @@ class RtpReceiver(Source):
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._pts = 0
+        self._silent = False
+        self._expanded = 0
 
     @property
     def name(self) -> str:
@@ -234,6 +245,12 @@ class RtpReceiver(Source):
             peer = stream.peer
         data = serialize_rtcp([ReceiverReport(self.ssrc, (block,)),
                                SourceDescription.cname(self.ssrc, "deskcast-receiver")])
+        if self.srtp_out is not None:
+            try:
+                data = self.srtp_out.protect_rtcp(data)
+            except ValueError as err:
+                logger.debug("receiver report not sent: %s", err)
+                return
         with contextlib.suppress(OSError):  # the sender went away; reports resume with it
             self._socks[0].sendto(data, peer)
 
@@ -241,6 +258,16 @@ class RtpReceiver(Source):
         """Check one datagram and queue it for playout (also used directly by tests)."""
         stats = self.stats
         stats.datagrams += 1
+        if self.allow and not self._is_allowed(addr):
+            stats.dropped["not-allowed"] += 1
+            return
+        if self.srtp_in is not None:
+            try:
+                data = (self.srtp_in.unprotect_rtcp(data) if is_rtcp(data)
+                        else self.srtp_in.unprotect(data))
+            except SrtpError as err:
+                stats.dropped[err.reason] += 1
+                return
         if is_rtcp(data):
             stats.rtcp += 1
             self._rtcp(data, now)
@@ -289,6 +316,17 @@ class RtpReceiver(Source):
             stats.packets += 1
             stats.last_packet = now
 
+    def _is_allowed(self, addr: object) -> bool:
+        """Whether a datagram from ``addr`` ((host, port, ...) from recvfrom) may be read."""
+        host = addr[0] if isinstance(addr, tuple) and addr else None
+        allowed = self._allowed.get(host)
+        if allowed is None:
+            allowed = address_allowed(host, self.allow)
+            if len(self._allowed) >= 1024:  # spoofed floods must not grow it without bound
+                self._allowed.clear()
+            self._allowed[host] = allowed
+        return allowed
+
     def _rtcp(self, data: bytes, now: float) -> None:
         try:
             packets = parse_rtcp(data)
@@ -318,11 +356,7 @@ class RtpReceiver(Source):
                 if isinstance(ts, int) and self.jitter.put(ts, got.payload, samples, now) == "ok":
                     self.stats.fec_recovered += 1
             # A loss can only be rebuilt once the group's repairs are in: keep K frames.
-            floor = self.fec.group_k * max(self.jitter.frame_samples, 1)
-            if floor > self.jitter.min_samples:
-                self.jitter.min_samples = min(floor, self.jitter.max_samples)
-                self.jitter.target_samples = max(self.jitter.target_samples,
-                                                 self.jitter.min_samples)
+            self.jitter.raise_floor(self.fec.group_k * max(self.jitter.frame_samples, 1))
 
     def _new_stream(self, packet: RtpPacket) -> _Stream:
         stream = _Stream(packet.ssrc, packet.payload_type)
@@ -347,7 +381,9 @@ class RtpReceiver(Source):
         with self._lock:
             # Depth before the pop: the target counts the frame about to be played too.
             depth, target = self.jitter.depth_samples, self.jitter.target_samples
+            skipped = self.jitter.stats.skipped_samples
             frame = self.jitter.pop()
+            skipped = self.jitter.stats.skipped_samples - skipped
             decoder = self.decoder
         samples = frame.samples if frame is not None else (self.jitter.frame_samples or
                                                            self.block_frames)
@@ -355,13 +391,46 @@ class RtpReceiver(Source):
             self.pacer.wait(self._pts)
         if frame is None:
             block = PcmBlock(bytes(samples * self.fmt.frame_bytes), self.fmt, self._pts)
+            self._silent = True
         else:
             block = PcmBlock(self._decode(decoder, frame), self.fmt, self._pts)
+            if frame.expand:
+                block = self._fade_expansion(block)
+            else:
+                self._expanded = 0
             if self.drift is not None:
-                ratio = self.drift.update(depth, target, frame.samples)
-                block = self.resampler.process(block, ratio)
+                block = self.resampler.process(block, self._steer(frame, depth, target,
+                                                                  skipped))
         self._pts += block.frames
         return block
+
+    def _fade_expansion(self, block: PcmBlock) -> PcmBlock:
+        """Concealment while the buffer is dry stays at full level for the first
+        ``EXPAND_HOLD_S`` (a late packet is about to come), then fades out over
+        ``EXPAND_FADE_S``: a sender that stopped must not leave a ghost of its last sound."""
+        rate = self.fmt.rate
+        start = self._expanded
+        self._expanded += block.frames
+        hold, fade = EXPAND_HOLD_S * rate, EXPAND_FADE_S * rate
+        if self._expanded <= hold:
+            return block
+        n = np.arange(start, start + block.frames, dtype=np.float32)
+        gain = np.clip(1.0 - (n - hold) / fade, 0.0, 1.0)
+        return PcmBlock.from_float(block.as_float() * gain[:, None], self.fmt, block.pts)
+
+    def _steer(self, frame: Frame, depth: int, target: int, skipped: int) -> float:
+        """The drift controller's ratio for this frame; the jitter buffer's own steps
+        (expanding, dropping a backlog, restarting after silence) move its set-point."""
+        assert self.drift is not None
+        if self._silent:
+            self._silent = False
+            self.drift.reset()
+        if skipped:
+            self.drift.shift(-skipped)
+        if frame.expand:
+            self.drift.shift(frame.samples)
+            return self.drift.ratio
+        return self.drift.update(depth, frame.samples, target)
 
     def _decode(self, decoder: OpusDecoder, frame: Frame) -> bytes:
         want = frame.samples * self.fmt.frame_bytes
@@ -387,7 +456,8 @@ class RtpReceiver(Source):
         """Everything the status line and --stats-json show."""
         jb = self.jitter
         js = jb.stats
-        played = js.played * max(1, jb.frame_samples) + js.concealed_samples
+        played = js.played * max(1, jb.frame_samples) + js.concealed_samples + \
+            js.expanded_samples
         return {
             "packets": self.stats.packets,
             "datagrams": self.stats.datagrams,
@@ -397,6 +467,7 @@ class RtpReceiver(Source):
             "late": js.late,
             "duplicates": js.duplicates,
             "underruns": js.underruns,
+            "expanded_ms": 1000 * js.expanded_samples / self.fmt.rate,
             "skipped_ms": 1000 * js.skipped_samples / self.fmt.rate,
             "jitter_ms": jb.jitter_ms,
             "buffer_ms": 1000 * jb.depth_samples / self.fmt.rate,
@@ -418,6 +489,41 @@ class RtpReceiver(Source):
         for sock in self._socks:
             sock.close()
         self._socks = []
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_allow(cidrs: Sequence[str]) -> tuple[Network, ...]:
+    """``--allow`` values (``10.0.0.0/8``, ``fd00::/8``, a single address) as networks."""
+    nets: list[Network] = []
+    for text in cidrs:
+        for item in text.replace(",", " ").split():
+            try:
+                nets.append(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                raise ConfigError(f"--allow {item!r}: give networks as ADDRESS/PREFIX "
+                                  "(e.g. 192.168.1.0/24, fd00::/8) or single addresses"
+                                  ) from None
+    return tuple(nets)
+
+
+def address_allowed(host: object, nets: Sequence[Network]) -> bool:
+    """Whether ``host`` (a recvfrom address string; IPv4-mapped IPv6 counts as IPv4) is in
+    one of ``nets``. Anything that is not an address is not allowed."""
+    if not isinstance(host, str):
+        return False
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip.version == net.version and ip in net for net in nets)
+
+
+EXPAND_HOLD_S = 0.04
+EXPAND_FADE_S = 0.08
 
 
 def _plc_frames(samples: int) -> int:

@@ -33,6 +33,11 @@ DEFAULT_MULTICAST_TTL = 1
 which is what the sender's packets really get unless ``--ttl`` says otherwise."""
 TRANSPORTS = ("RTP/AVP", "RTP/AVPF")
 """Plain RTP over UDP (AVPF only adds feedback messages; its media packets are the same)."""
+SRTP_TRANSPORTS = ("RTP/SAVP", "RTP/SAVPF")
+"""SRTP over UDP, usable when an ``a=crypto`` line (RFC 4568) gives the key inline."""
+CRYPTO_SUITE = "AES_CM_128_HMAC_SHA1_80"
+"""The one SRTP crypto suite deskcast speaks (ffmpeg's default)."""
+_INLINE_KEY = re.compile(r"[A-Za-z0-9+/]{38,64}={0,2}")
 MIN_MAXAVERAGEBITRATE = 6000
 MAX_MAXAVERAGEBITRATE = 510000
 MAX_PTIME_MS = 120.0
@@ -79,6 +84,9 @@ class SessionDescription:
     maxaveragebitrate: int | None = None
     origin_address: str = "127.0.0.1"
     session_id: int = 0
+    crypto_key: str | None = None
+    """SRTP master key + salt in base64 (``a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:KEY``,
+    transport RTP/SAVP); None for plain RTP. The SDP text then holds a secret."""
 
     def __post_init__(self) -> None:
         _check_address(self.address, "address")
@@ -107,6 +115,9 @@ class SessionDescription:
                                 f"{MIN_MAXAVERAGEBITRATE}-{MAX_MAXAVERAGEBITRATE} bit/s")
         if self.session_id < 0:
             raise EndpointError(f"bad SDP session id {self.session_id}: must not be negative")
+        if self.crypto_key is not None and not _INLINE_KEY.fullmatch(self.crypto_key):
+            raise EndpointError("bad SRTP key for the SDP: expected the base64 text of a "
+                                "`deskcast keygen` key file")
 
     @property
     def is_multicast(self) -> bool:
@@ -136,13 +147,15 @@ def write_sdp(desc: SessionDescription) -> str:
         f"s={desc.session_name.strip() or ' '}",  # RFC 4566 5.3: "s= " when there is no name
         f"c=IN {family} {connection}",
         "t=0 0",
-        f"m=audio {desc.port} RTP/AVP {pt}",
+        f"m=audio {desc.port} {'RTP/AVP' if desc.crypto_key is None else 'RTP/SAVP'} {pt}",
         # RFC 7587 7: always opus/48000/2, whatever is really sent; fmtp says mono or stereo.
         f"a=rtpmap:{pt} opus/{OPUS_CLOCK}/2",
         f"a=fmtp:{pt} " + ";".join(fmtp),
     ]
     if desc.ptime_ms is not None:
         lines.append(f"a=ptime:{_format_ms(desc.ptime_ms)}")
+    if desc.crypto_key is not None:
+        lines.append(f"a=crypto:1 {CRYPTO_SUITE} inline:{desc.crypto_key}")
     # RFC 4566 6: in a description that is handed out (a file, SAP), recvonly tells the tools
     # to receive. Players ignore it; it keeps SIP-style tools from trying to send to us.
     lines.append("a=recvonly")
@@ -257,10 +270,14 @@ def _describe(session: _Session, media: _Section) -> SessionDescription:
     if not 0 < port < 65536:
         raise EndpointError(f"bad port {_quote(parts[1])} in {m_line}: must be a number 1-65535")
     transport = parts[2]
-    if transport.upper() not in TRANSPORTS:
+    # ffmpeg writes its SRTP streams as RTP/AVP plus a=crypto: the crypto line decides.
+    crypto_key = _crypto_key(media)
+    if transport.upper() not in TRANSPORTS and (
+            crypto_key is None or transport.upper() not in SRTP_TRANSPORTS):
         raise EndpointError(
             f"unsupported transport {_quote(transport)} in {m_line}: deskcast speaks plain RTP "
-            "over UDP (RTP/AVP), not SRTP, DTLS (WebRTC) or TCP")
+            f"over UDP (RTP/AVP) and SRTP with a key (RTP/SAVP, a=crypto {CRYPTO_SUITE} "
+            "inline:KEY), not DTLS (WebRTC) or TCP")
     pt = _pick_opus(media, parts[3:], m_line)
     encoding, _, rest = (media.attributes_for("rtpmap", pt) or "").partition("/")
     clock_text = rest.partition("/")[0].strip()
@@ -281,7 +298,20 @@ def _describe(session: _Session, media: _Section) -> SessionDescription:
         session_name=session.name if session.name is not None else "",
         ptime_ms=_ptime(media.attribute("ptime") or session.attribute("ptime")),
         maxaveragebitrate=bitrate, origin_address=origin,
-        session_id=session.session_id or 0)
+        session_id=session.session_id or 0, crypto_key=crypto_key)
+
+
+def _crypto_key(media: _Section) -> str | None:
+    """The inline key of the first ``a=crypto:TAG AES_CM_128_HMAC_SHA1_80 inline:KEY`` line
+    (a ``|lifetime|MKI`` suffix is not supported: such a line is skipped)."""
+    for name, value in media.attributes:
+        if name != "crypto":
+            continue
+        parts = value.split()
+        if len(parts) >= 3 and parts[1].upper() == CRYPTO_SUITE and \
+                parts[2].startswith("inline:") and _INLINE_KEY.fullmatch(parts[2][7:]):
+            return parts[2][7:]
+    return None
 
 
 def _pick_opus(media: _Section, formats: list[str], m_line: str) -> int:

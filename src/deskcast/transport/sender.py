@@ -33,6 +33,7 @@ from deskcast.transport.rtp import (
     round_trip_seconds,
     serialize_rtcp,
 )
+from deskcast.transport.srtp import SrtpError, SrtpKey, SrtpReceiver, SrtpSender
 
 logger = logging.getLogger(__name__)
 
@@ -99,8 +100,13 @@ class RtpSender(Sink):
     def __init__(self, endpoint: Endpoint, fmt: AudioFormat, block_frames: int, *,
                  encoder: OpusEncoder, trx: bool = False, payload_type: int = DYNAMIC_PT,
                  ttl: int | None = None, dscp: int | None = None,
-                 fec: FecEncoder | None = None) -> None:
+                 fec: FecEncoder | None = None, key: SrtpKey | None = None) -> None:
         super().__init__(endpoint, fmt, block_frames)
+        if key is not None and trx:
+            raise EndpointError("trx-rx does not speak SRTP: drop --key or --trx")
+        # SRTP: audio, repair packets and sender reports out; receiver reports in.
+        self.srtp = SrtpSender(key) if key is not None else None
+        self.srtp_in = SrtpReceiver(key) if key is not None else None
         self.host, self.port = parse_hostport(endpoint.target)
         self.encoder = encoder
         self.trx = trx
@@ -118,10 +124,12 @@ class RtpSender(Sink):
         self._rtcp_addr: tuple[Any, ...] | None = None
         self._next_sr = 0.0
         self.cname = f"deskcast@{socket.gethostname()}"
+        self._too_long_warned = False
 
     @property
     def name(self) -> str:
-        return f"rtp://{self.host}:{self.port}" + (" (trx)" if self.trx else "")
+        return (f"rtp://{self.host}:{self.port}" + (" (trx)" if self.trx else "")
+                + (" (SRTP)" if self.srtp is not None else ""))
 
     def open(self) -> None:
         family, self._addr = resolve(self.host, self.port)
@@ -196,8 +204,15 @@ class RtpSender(Sink):
                 data = self._sock.recv(2048)
             except OSError:
                 break
-            if is_rtcp(data):
-                self._report(data, now)
+            if not is_rtcp(data):
+                continue
+            if self.srtp_in is not None:
+                try:
+                    data = self.srtp_in.unprotect_rtcp(data)
+                except SrtpError as err:
+                    logger.debug("receiver report dropped: %s", err)
+                    continue
+            self._report(data, now)
         if now >= self._next_sr and not self.trx:
             self._next_sr = now + RTCP_INTERVAL_S
             sr = SenderReport(self.ssrc, ntp_from_unix(time.time()), self.timestamp,
@@ -225,6 +240,16 @@ class RtpSender(Sink):
 
     def _send(self, data: bytes, addr: tuple[Any, ...] | None = None) -> bool:
         assert self._sock is not None and self._addr is not None
+        if self.srtp is not None:
+            try:
+                data = (self.srtp.protect_rtcp(data) if is_rtcp(data)
+                        else self.srtp.protect(data))
+            except ValueError as err:
+                self.stats.send_errors += 1
+                if not self._too_long_warned:
+                    self._too_long_warned = True
+                    logger.warning("not sent: %s; lower --bitrate or --frame-ms", err)
+                return False
         try:
             self._sock.sendto(data, addr or self._addr)
         except OSError as err:
