@@ -1,6 +1,7 @@
-"""`deskcast serve`'s web page in a real (headless) Chromium: Play starts the stream, the sound
-really comes out of the browser into PulseAudio, and the page's watchdog reconnects by itself
-when the server dies and comes back on the same port.
+"""`deskcast serve`'s web page in a real (headless) Chromium: Play starts the stream (Ogg/Opus,
+which Chromium plays), the sound really comes out of the browser into PulseAudio, the level
+meter moves, a title POSTed to /api/metadata appears on the page, and the page's watchdog
+reconnects by itself when the server dies and comes back on the same port.
 
 Chromium is Debian's (/usr/bin/chromium), driven by Playwright's Python API (the pip package
 only: no downloaded browsers).  Its audio goes to the test rig's PulseAudio ``out`` null sink
@@ -10,11 +11,13 @@ only: no downloaded browsers).  Its audio goes to the test rig's PulseAudio ``ou
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import socket
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -39,6 +42,7 @@ CHROMIUM_ARGS = [
 RATE = 48000
 TONE_HZ = 1000.0
 POLL_S = 0.05
+TOKEN = "chromium-test-token-0123456789"
 
 # No skip when Chromium is missing: `./bootstrap test` installs Debian's chromium.
 
@@ -67,7 +71,7 @@ def stop_server(proc: subprocess.Popen[bytes], sig: int = signal.SIGINT) -> None
 
 def start_server(cli: Cli, port: int) -> subprocess.Popen[bytes]:
     proc = cli.start("-v", "serve", "-s", f"tone:{TONE_HZ:g}", "--listen", f"127.0.0.1:{port}",
-                     "-t", "40")
+                     "-t", "40", "--token", TOKEN)
     try:
         wait_for_line(proc, "serving", timeout=15)
     except BaseException:
@@ -132,6 +136,14 @@ def wait_advancing(page: Any, timeout: float, *, not_src: str | None = None,
                          f"(state {state!r}); samples: {history[-40:]}")
 
 
+def post_title(port: int, body: dict[str, str]) -> None:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/metadata", data=json.dumps(body).encode(), method="POST",
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as resp:
+        assert resp.status == 200
+
+
 def first_silence(audio: Any, block_s: float = 0.25) -> int | None:
     """Start frame of the first ``block_s`` block of silence (below -60 dBFS), or None."""
     block = round(block_s * RATE)
@@ -180,6 +192,29 @@ def test_page_plays_in_chromium_and_reconnects_after_server_restart(
             tail = played[-RATE:]
             report["freq_hz"], report["level_db"] = check_tone(tail, "after Play")
 
+            # Chromium plays Opus, so the page picked it; the level meter shows the tone.
+            assert src1.split("?")[0].endswith("/stream.opus"), src1
+            meter = float(page.evaluate("() => document.getElementById('level').value"))
+            assert -30.0 <= meter <= -5.0, f"level meter shows {meter} dBFS"
+
+            # A title POSTed to the API reaches the page (server-sent events) within 3 s,
+            # and the listener count comes with the status events.
+            post_title(port, {"artist": "Test Artist", "title": "Tone \u00e0 1 kHz"})
+            page.wait_for_function(
+                "() => document.getElementById('nowplaying').textContent === "
+                "'Test Artist - Tone \u00e0 1 kHz'", timeout=3000)
+            page.wait_for_function(
+                "() => document.getElementById('listeners').textContent === '1'",
+                timeout=4000)
+
+            # The listener switches to MP3: the element plays the other stream (and the
+            # reconnect below is then tested with MP3).
+            page.select_option("#format", "mp3")
+            _, src2, _ = wait_advancing(page, 6.0, not_src=src1, need=0.5)
+            assert src2.split("?")[0].endswith("/stream.mp3"), src2
+            time.sleep(1.0)
+            check_tone(rec.snapshot()[-RATE:], "after switching to MP3")
+
             # 3. The server dies; a new one comes up on the same port 2 s later.  The element
             # still plays what it had buffered (~2 s), goes quiet, and its watchdog reconnects.
             kill_frame = rec.mark()
@@ -190,7 +225,7 @@ def test_page_plays_in_chromium_and_reconnects_after_server_restart(
             procs.append(start_server(cli, port))
             report["server_start_s"] = time.monotonic() - t_restart
             t_wait = time.monotonic()
-            first, _, _ = wait_advancing(page, 10.0 - (t_wait - t_restart), not_src=src1,
+            first, _, _ = wait_advancing(page, 10.0 - (t_wait - t_restart), not_src=src2,
                                          need=0.5)
             report["restart_to_advance_s"] = t_wait - t_restart + first
             time.sleep(1.2)

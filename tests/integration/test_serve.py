@@ -68,12 +68,24 @@ def test_listeners_get_self_contained_mp3_and_a_stuck_one_stalls_nobody(
     for t in readers:
         t.join(20)
     status = json.loads(urllib.request.urlopen(f"{base}/api/status", timeout=5).read())
-    page = urllib.request.urlopen(f"{base}/", timeout=5).read().decode()
+    with urllib.request.urlopen(f"{base}/", timeout=5) as resp:
+        page = resp.read().decode()
+        page_headers = dict(resp.headers)
+    with urllib.request.urlopen(f"{base}/app.js", timeout=5) as resp:
+        script = resp.read().decode()
+        script_type = resp.headers["Content-Type"]
     stuck.close()
     code, err = finish(server, timeout=20)
     assert code == 0, err
 
-    assert "<audio" in page and "stream.mp3" in page
+    assert "<audio" in page and 'src="app.js"' in page and '"stream." + format.value' in script
+    assert script_type.startswith("text/javascript")
+    csp = {d.split()[0]: d.split()[1:] for d in
+           page_headers["Content-Security-Policy"].split("; ")}
+    assert csp["default-src"] == ["'none'"] and csp["script-src"] == ["'self'"]
+    assert "<script>" not in page and " style=" not in page  # nothing inline to allow
+    assert page_headers["X-Content-Type-Options"] == "nosniff"
+    assert page_headers["Referrer-Policy"] == "no-referrer"
     assert status["formats"]["mp3"]["bitrate_kbps"] == 128
     assert status["listeners_total"] >= 4
     for r in results:

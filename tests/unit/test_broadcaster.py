@@ -14,6 +14,7 @@ from deskcast.http.broadcaster import (
     Chunk,
     Listener,
 )
+from deskcast.http.streams import FORMATS, FormatStream, Running
 
 FRAME_S = 0.02
 
@@ -246,3 +247,90 @@ def test_bad_arguments() -> None:
         Chunk(b"x", 0.0, 0.0)
     with pytest.raises(ValueError, match="burst_s"):
         Broadcaster(burst_s=5.0, max_lag_s=4.0)
+
+
+# --- FormatStream: one encoder per format, running only while somebody listens -------------
+
+class FakeEncoder:
+    made = 0
+
+    def __init__(self) -> None:
+        FakeEncoder.made += 1
+        self.number = FakeEncoder.made
+        self.header = b"H%d" % self.number
+
+    def encode(self, block: object) -> list[Chunk]:
+        return []
+
+    def describe(self) -> str:
+        return f"fake #{self.number}"
+
+    def header_for(self, artist: str, title: str) -> bytes:
+        return self.header + f"|{artist}|{title}".encode()
+
+
+def format_stream(**kwargs: object) -> FormatStream:
+    return FormatStream(FORMATS["opus"], FakeEncoder, burst_s=1.0, max_lag_s=4.0,
+                        **kwargs)  # type: ignore[arg-type]
+
+
+def test_format_stream_starts_with_the_first_user_and_stops_after_the_last() -> None:
+    async def run() -> None:
+        fs = format_stream(idle_stop_s=0.0)
+        assert fs.running is None and not fs.stats.running
+        b1 = fs.acquire()
+        assert fs.acquire() is b1 and fs.starts == 1  # second user: same encoder
+        assert isinstance(fs.running, Running) and fs.stats.running
+        fs.release()
+        assert fs.running is not None  # one user left
+        fs.release()
+        assert fs.running is None and b1.closed
+        b2 = fs.acquire()  # a clean restart: new encoder, new broadcaster
+        assert b2 is not b1 and fs.starts == 2
+        assert fs.running is not None
+        assert isinstance(fs.running.encoder, FakeEncoder) and fs.running.encoder.number >= 2
+        fs.release()
+        fs.release()  # one release too many is harmless
+        assert fs.users == 0 and fs.running is None
+
+    asyncio.run(run())
+
+
+def test_format_stream_lingers_then_stops_and_always_on_never_stops() -> None:
+    async def run() -> None:
+        fs = format_stream(idle_stop_s=0.05)
+        b = fs.acquire()
+        fs.release()
+        await asyncio.sleep(0.01)
+        assert fs.acquire() is b  # came back within idle_stop_s: same encoder
+        fs.release()
+        await asyncio.sleep(0.15)
+        assert fs.running is None and b.closed
+        always = format_stream(idle_stop_s=0.0, always_on=True)
+        always.start()
+        always.acquire()
+        always.release()
+        assert always.running is not None
+        always.end()
+        assert not always.stats.running and always.ended
+
+    asyncio.run(run())
+
+
+def test_format_stream_tags_go_into_headers_handed_out_after_the_change() -> None:
+    async def run() -> None:
+        fs = format_stream(idle_stop_s=0.0)
+        fs.set_tags("A", "B")  # before start: used when it starts
+        b = fs.acquire()
+        early = b.subscribe()
+        fs.set_tags("C", "D")
+        late = b.subscribe()
+        head_early = await early.next_batch()
+        head_late = await late.next_batch()
+        assert head_early is not None and head_early.endswith(b"|C|D")  # header taken late
+        assert head_late is not None and head_late.endswith(b"|C|D")
+        first = b.header
+        fs.set_tags("E", "F")
+        assert b.header != first and b.header.endswith(b"|E|F")
+
+    asyncio.run(run())

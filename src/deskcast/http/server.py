@@ -1,167 +1,269 @@
-"""``deskcast serve``: one source, one MP3 encoder, any number of HTTP listeners.
+"""``deskcast serve``: one source, one encoder per format, any number of HTTP listeners.
 
-The audio thread reads the source, encodes MP3 with the bit reservoir off (every frame is a join
-point) and hands ~100 ms chunks to the event loop, where the :class:`Broadcaster` fans them out.
-Each listener first gets ~1 s of recent audio so players start at once, then live audio;
+The audio thread reads the source all the time and feeds the encoders that run (a format's
+encoder runs while somebody listens to it, or always with ``always_on``); their ~100 ms chunks
+go to the event loop, where each format's :class:`Broadcaster` fans them out. Each listener
+first gets the header (Ogg) and ~1 s of recent audio so players start at once, then live audio;
 one that falls more than a few seconds behind is cut and never slows anybody else.
+
+Endpoints: ``/`` (the page, with ``/app.js`` and ``/app.css``), ``/stream.mp3``,
+``/stream.opus``, ``/api/status``, ``/api/events`` (server-sent events), ``POST /api/metadata``
+(bearer token) and ``/metrics`` (Prometheus text format).
+
+Internal consumers (e.g. an Icecast push) use :meth:`Server.subscribe` and
+:meth:`Server.on_now_playing`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import threading
 import time
+from collections import deque
+from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Any
 
 from aiohttp import web
 
 from deskcast import realtime
 from deskcast.capture.base import Source
-from deskcast.encode.mp3 import Mp3Encoder
-from deskcast.http.broadcaster import Broadcaster, Chunk
+from deskcast.errors import ConfigError
+from deskcast.http import page
+from deskcast.http.icy import DEFAULT_METAINT, IcyInserter
+from deskcast.http.nowplaying import NowPlaying, Track, parse_metadata
+from deskcast.http.streams import (
+    FORMATS,
+    FormatStream,
+    Mp3Stream,
+    OggOpusStream,
+    StreamEncoder,
+)
+from deskcast.media import PcmBlock
 
 logger = logging.getLogger(__name__)
 
-CHUNK_S = 0.1
-"""Frames are handed to the event loop in ~100 ms chunks: writes are batched anyway."""
 NO_CACHE = "no-cache, no-store, must-revalidate"
-
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>deskcast</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>body{font:16px system-ui,sans-serif;max-width:40em;margin:2em auto;padding:0 1em}
-button{font-size:1.2em;padding:.4em 1.2em}#state{color:#555}</style></head>
-<body><h1>deskcast</h1>
-<p><button id="play">Play</button> <span id="state">stopped</span></p>
-<audio id="audio" preload="none"></audio>
-<script>
-const audio = document.getElementById("audio"), state = document.getElementById("state");
-let wanted = false, lastTime = 0, lastMove = Date.now(), backoff = 1000;
-function connect() {
-  audio.src = "stream.mp3?t=" + Date.now();
-  audio.play().catch(() => {});
-  state.textContent = "connecting";
-}
-document.getElementById("play").onclick = () => {
-  wanted = !wanted;
-  if (wanted) { connect(); } else { audio.pause(); audio.removeAttribute("src"); audio.load();
-    state.textContent = "stopped"; }
-  document.getElementById("play").textContent = wanted ? "Stop" : "Play";
-};
-audio.addEventListener("playing", () => { state.textContent = "playing"; backoff = 1000; });
-audio.addEventListener("error", () => { state.textContent = "reconnecting"; });
-// A dead server makes the element fire waiting/stalled but no error: watch the clock instead.
-setInterval(() => {
-  if (!wanted) return;
-  if (audio.currentTime !== lastTime) {
-    lastTime = audio.currentTime; lastMove = Date.now(); return;
-  }
-  if (Date.now() - lastMove > 3000) {
-    state.textContent = "reconnecting"; lastMove = Date.now() + backoff;
-    backoff = Math.min(backoff * 2, 10000); connect();
-  }
-}, 500);
-</script></body></html>
-"""
+STATUS_EVERY_S = 2.0
+"""Server-sent ``status`` events come this often."""
+TASK_STOP_S = 3.0
+"""Background tasks (tracker, MPRIS, Icecast push) get this long to end when serve stops."""
+MAX_BODY_BYTES = 16 * 1024
+"""Largest request body (``POST /api/metadata``); a title is a few hundred bytes."""
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+       "media-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
+       "frame-ancestors 'none'")
+PAGE_HEADERS = {"Cache-Control": NO_CACHE, "Content-Security-Policy": CSP,
+                "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+                "X-Frame-Options": "DENY"}
+API_HEADERS = {"Cache-Control": NO_CACHE, "Access-Control-Allow-Origin": "*",
+               "X-Content-Type-Options": "nosniff"}
 
 
 class Server:
-    def __init__(self, source: Source, *, bitrate_kbps: int = 128, rtprio: int = 0,
-                 burst_s: float = 1.0, max_lag_s: float = 4.0, max_listeners: int = 1000,
-                 max_per_address: int = 20) -> None:
+    def __init__(self, source: Source, *, bitrate_kbps: int = 128, opus_bitrate_kbps: float = 96,
+                 rtprio: int = 0, burst_s: float = 1.0, opus_burst_s: float = 2.0,
+                 max_lag_s: float = 4.0,
+                 max_listeners: int = 1000, max_per_address: int = 20, always_on: bool = False,
+                 idle_stop_s: float = 2.0, token: str = "", icy_metaint: int = DEFAULT_METAINT,
+                 name: str = "deskcast") -> None:
         self.source = source
-        self.encoder = Mp3Encoder(source.fmt, bitrate_kbps=bitrate_kbps)
         self.rtprio = rtprio
-        self.broadcaster = Broadcaster(burst_s=burst_s, max_lag_s=max_lag_s, batch_s=CHUNK_S)
+        self.name = name
         self.started = time.monotonic()
         self.max_listeners = max_listeners
         self.max_per_address = max_per_address
+        self.always_on = always_on
+        self.token = token
+        self.icy_metaint = icy_metaint
         self.refused = 0
+        self.nowplaying = NowPlaying()
+        self.bitrates: dict[str, float] = {"mp3": bitrate_kbps, "opus": opus_bitrate_kbps}
+        fmt = source.fmt
+        factories: dict[str, Callable[[], StreamEncoder]] = {
+            "mp3": lambda: Mp3Stream(fmt, bitrate_kbps),
+            "opus": lambda: OggOpusStream(fmt, opus_bitrate_kbps),
+        }
+        self.streams: dict[str, FormatStream] = {}
+        for fmt_name, factory in factories.items():
+            try:
+                factory()  # fail now, not at the first listener
+            except ConfigError as err:
+                logger.warning("no /stream.%s: %s", fmt_name, err)
+                continue
+            burst = opus_burst_s if fmt_name == "opus" else burst_s
+            if burst > max_lag_s:
+                raise ConfigError(f"the {fmt_name} burst ({burst:g} s) cannot exceed --max-lag-s "
+                                  f"({max_lag_s:g} s): a new listener would be cut at once")
+            self.streams[fmt_name] = FormatStream(FORMATS[fmt_name], factory, burst_s=burst,
+                                                  max_lag_s=max_lag_s, always_on=always_on,
+                                                  idle_stop_s=idle_stop_s)
+        if not self.streams:
+            raise ConfigError(f"no format can carry {fmt}: use --rate 48000")
+        self.nowplaying.watch(self._retag)
+        self.internal: dict[str, int] = dict.fromkeys(self.streams, 0)
+        """Internal consumers (:meth:`subscribe`) per format."""
+        self.status_providers: dict[str, Callable[[], dict[str, Any]]] = {}
+        """Extra sections of /api/status and its events, e.g. ``{"icecast": push.status}``."""
         self._per_address: dict[str, int] = {}
+        self._event_clients = 0
+        self._status_cache: tuple[float, bytes] = (-1e9, b"")
         self.error: BaseException | None = None
         self._stop = threading.Event()
+        self._closing = asyncio.Event()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.app = web.Application()
-        self.app.router.add_get("/", self.page)
-        self.app.router.add_get("/stream.mp3", self.stream)
-        self.app.router.add_get("/api/status", self.status)
+        self.app = web.Application(client_max_size=MAX_BODY_BYTES)
+        r = self.app.router
+        r.add_get("/", self.page)
+        r.add_get("/app.js", self.asset)
+        r.add_get("/app.css", self.asset)
+        r.add_get("/stream.{fmt}", self.stream)
+        r.add_get("/api/status", self.status)
+        r.add_get("/api/events", self.events)
+        r.add_post("/api/metadata", self.metadata)
+        r.add_route("OPTIONS", "/api/metadata", self.preflight)
+        r.add_get("/metrics", self.metrics)
+
+    # --- hooks for internal consumers ------------------------------------------------------
+
+    async def subscribe(self, fmt: str) -> AsyncGenerator[bytes]:
+        """The encoded stream of ``fmt`` ("mp3", "opus"), as an internal consumer.
+
+        Yields the header (Ogg: the OpusHead/OpusTags pages) with the first batch, then whole
+        frames/pages about every 100 ms. The format's encoder runs while the iterator is open.
+        The iterator ends if the consumer falls more than ``max_lag_s`` behind or the source
+        ends; subscribing again starts afresh (header again). Close it to let the encoder stop:
+        ``async with contextlib.aclosing(server.subscribe("opus")) as chunks: async for …``.
+        """
+        stream = self.streams.get(fmt)
+        if stream is None:
+            raise ValueError(f"no format {fmt!r}: use one of {', '.join(self.streams)}")
+        listener = stream.acquire().subscribe()
+        self.internal[fmt] += 1
+        try:
+            while (data := await listener.next_batch()) is not None:
+                yield data
+        finally:
+            listener.close()
+            self.internal[fmt] -= 1
+            stream.release()
+
+    def on_now_playing(self, callback: Callable[[Track], None]) -> Callable[[], None]:
+        """Call ``callback(track)`` (on the loop thread) whenever now playing changes; returns
+        a function that removes it. ``server.nowplaying.track`` is the current one."""
+        return self.nowplaying.watch(callback)
+
+    def _retag(self, track: Track) -> None:
+        for stream in self.streams.values():
+            stream.set_tags(track.artist, track.title)
 
     # --- audio thread -------------------------------------------------------------------------
 
     def start_audio(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
+        for stream in self.streams.values():
+            if stream.always_on:
+                stream.start()
         self._thread = threading.Thread(target=self._audio, name="deskcast-audio", daemon=True)
         self._thread.start()
 
     def _audio(self) -> None:
         realtime.request(self.rtprio)
-        pending: list[bytes] = []
-        pts = 0.0
-        frame_s = self.encoder.frame_duration_s
+        loop = self._loop
+        assert loop is not None
+        streams = list(self.streams.values())
+        # The last burst's worth of PCM: a freshly started encoder encodes it first, so the
+        # listener who started it gets a burst too (~2 s of audio: tens of ms of CPU, once).
+        keep_s = max(s.burst_s for s in streams)
+        history: deque[PcmBlock] = deque()
+        history_s = 0.0
         try:
             while not self._stop.is_set():
                 block = self.source.read()
                 if block is None:
+                    logger.info("the source ended")
                     break
-                pending += self.encoder.encode(block)
-                if len(pending) * frame_s >= CHUNK_S:
-                    chunk = Chunk(b"".join(pending), len(pending) * frame_s, pts)
-                    pts += chunk.duration_s
-                    pending = []
-                    assert self._loop is not None
-                    self._loop.call_soon_threadsafe(self.broadcaster.publish, chunk)
+                for stream in streams:
+                    running = stream.running  # set and cleared by the loop thread
+                    if running is None:
+                        continue
+                    if not running.primed:
+                        running.primed = True
+                        skip = history_s - stream.burst_s
+                        for old in history:
+                            if skip >= old.duration - 1e-9:
+                                skip -= old.duration
+                                continue
+                            for chunk in running.encoder.encode(old):
+                                loop.call_soon_threadsafe(running.broadcaster.publish, chunk)
+                    for chunk in running.encoder.encode(block):
+                        loop.call_soon_threadsafe(running.broadcaster.publish, chunk)
+                if keep_s > 0:
+                    history.append(block)
+                    history_s += block.duration
+                    while history and history_s - history[0].duration >= keep_s - 1e-9:
+                        history_s -= history.popleft().duration
         except BaseException as err:
             self.error = err
             logger.error("audio stopped: %s", err)
         finally:
-            if self._loop is not None and not self._loop.is_closed():
-                self._loop.call_soon_threadsafe(self.broadcaster.close)
+            if not loop.is_closed():
+                for stream in streams:
+                    loop.call_soon_threadsafe(stream.end)
 
     def stop_audio(self) -> None:
         self._stop.set()
+        self._closing.set()
         if self._thread is not None:
             self._thread.join(2.0)
 
-    # --- HTTP ---------------------------------------------------------------------------------
+    # --- HTTP: page -----------------------------------------------------------------------
 
     async def page(self, request: web.Request) -> web.Response:
-        return web.Response(text=PAGE, content_type="text/html",
-                            headers={"Cache-Control": NO_CACHE})
+        return web.Response(text=page.HTML, content_type="text/html", headers=PAGE_HEADERS)
 
-    async def status(self, request: web.Request) -> web.Response:
-        st = self.broadcaster.stats
-        body: dict[str, Any] = {
-            "uptime_s": round(time.monotonic() - self.started, 1),
-            "source": self.source.name,
-            "formats": {"mp3": {"bitrate_kbps": self.encoder.bitrate_kbps,
-                                "listeners": self.broadcaster.listeners}},
-            "listeners": self.broadcaster.listeners,
-            "listeners_total": st.listeners_total,
-            "listeners_cut": st.listeners_cut,
-            "listeners_refused": self.refused,
-            "published_bytes": st.published_bytes,
-            "sent_bytes": st.sent_bytes,
-        }
-        return web.Response(text=json.dumps(body), content_type="application/json",
-                            headers={"Cache-Control": NO_CACHE,
-                                     "Access-Control-Allow-Origin": "*"})
+    async def asset(self, request: web.Request) -> web.Response:
+        if request.path == "/app.js":
+            return web.Response(text=page.JS, content_type="text/javascript",
+                                headers=PAGE_HEADERS)
+        return web.Response(text=page.CSS, content_type="text/css", headers=PAGE_HEADERS)
+
+    # --- HTTP: streams --------------------------------------------------------------------
+
+    @property
+    def listeners(self) -> int:
+        return sum(s.stats.listeners for s in self.streams.values()) - sum(self.internal.values())
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
-        headers = {"Content-Type": "audio/mpeg", "Cache-Control": NO_CACHE,
-                   "Access-Control-Allow-Origin": "*", "X-Content-Type-Options": "nosniff"}
+        fmt = request.match_info["fmt"]
+        stream = self.streams.get(fmt)
+        if stream is None:
+            offered = ", ".join(f"/stream.{f}" for f in self.streams)
+            return _error(404, f"no stream format {fmt!r} here: use {offered}")
+        spec = stream.spec
+        headers = {"Content-Type": spec.content_type, **API_HEADERS,
+                   "icy-name": self.name, "icy-pub": "0",
+                   "icy-br": f"{self.bitrates[fmt]:g}"}
+        icy = spec.icy and request.headers.get("Icy-MetaData", "").strip() == "1"
+        if icy:
+            headers["icy-metaint"] = str(self.icy_metaint)
         if request.method == "HEAD":
             return web.Response(headers=headers)
+        if stream.ended:
+            return _error(503, "the source has ended; restart deskcast serve")
         address = request.remote or "?"
-        if self.broadcaster.listeners >= self.max_listeners or \
+        if self.listeners >= self.max_listeners or \
                 self._per_address.get(address, 0) >= self.max_per_address:
             self.refused += 1
-            return web.Response(status=503, text="too many listeners, try again later\n",
-                                headers={"Retry-After": "10", "Cache-Control": NO_CACHE})
+            refusal = _error(503, "too many listeners, try again in 10 s")
+            refusal.headers["Retry-After"] = "10"
+            return refusal
         resp = web.StreamResponse(headers=headers)
-        listener = self.broadcaster.subscribe()
+        listener = stream.acquire().subscribe()
+        inserter = IcyInserter(self.icy_metaint) if icy else None
         self._per_address[address] = self._per_address.get(address, 0) + 1
         try:
             # Inside the try: a client that already hung up makes even the headers fail.
@@ -170,11 +272,14 @@ class Server:
                 data = await listener.next_batch()
                 if data is None:
                     break
+                if inserter is not None:
+                    data = inserter.feed(data, self.nowplaying.track.text)
                 await resp.write(data)
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
             listener.close()
+            stream.release()
             left = self._per_address.get(address, 1) - 1
             if left:
                 self._per_address[address] = left
@@ -182,11 +287,182 @@ class Server:
                 self._per_address.pop(address, None)
         return resp
 
+    # --- HTTP: API ------------------------------------------------------------------------
 
-async def serve(server: Server, host: str, port: int, stop: asyncio.Event) -> None:
-    runner = web.AppRunner(server.app, access_log=None, handler_cancellation=True)
+    def status_dict(self) -> dict[str, Any]:
+        formats: dict[str, Any] = {}
+        totals = {"listeners_total": 0, "listeners_cut": 0, "published_bytes": 0,
+                  "sent_bytes": 0}
+        for name, stream in self.streams.items():
+            st = stream.stats
+            formats[name] = {
+                "path": f"/stream.{name}", "content_type": stream.spec.content_type,
+                "bitrate_kbps": self.bitrates[name],
+                "listeners": st.listeners - self.internal[name],
+                "internal": self.internal[name],
+                "encoder": "running" if st.running else "stopped",
+                "encoder_starts": st.starts, "listeners_total": st.listeners_total,
+                "listeners_cut": st.listeners_cut, "sent_bytes": st.sent_bytes,
+                "published_bytes": st.published_bytes, "icy": stream.spec.icy,
+            }
+            totals["listeners_total"] += st.listeners_total
+            totals["listeners_cut"] += st.listeners_cut
+            totals["published_bytes"] += st.published_bytes
+            totals["sent_bytes"] += st.sent_bytes
+        return {
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            "source": self.source.name,
+            "source_overruns": self.source.overruns,
+            "always_on": self.always_on,
+            "formats": formats,
+            "listeners": self.listeners,
+            **totals,
+            "listeners_refused": self.refused,
+            "event_clients": self._event_clients,
+            "now_playing": self.nowplaying.track.as_dict(),
+            **{name: provide() for name, provide in self.status_providers.items()},
+        }
+
+    async def status(self, request: web.Request) -> web.Response:
+        return web.Response(text=json.dumps(self.status_dict()),
+                            content_type="application/json", headers=API_HEADERS)
+
+    async def preflight(self, request: web.Request) -> web.Response:
+        return web.Response(status=204, headers={
+            **API_HEADERS, "Access-Control-Allow-Methods": "POST",
+            "Access-Control-Allow-Headers": "Authorization, Content-Type"})
+
+    async def metadata(self, request: web.Request) -> web.Response:
+        auth = request.headers.get("Authorization", "")
+        scheme, _, given = auth.partition(" ")
+        if scheme.lower() != "bearer" or not self.token or \
+                not hmac.compare_digest(given.strip().encode(), self.token.encode()):
+            resp = _error(401, "missing or wrong token: send 'Authorization: Bearer TOKEN' "
+                          "(the token is in the serve log, or set it with --token)")
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="deskcast"'
+            return resp
+        if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+            return _error(413, f"body too large: at most {MAX_BODY_BYTES} bytes")
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _error(413, f"body too large: at most {MAX_BODY_BYTES} bytes")
+        try:
+            body = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            return _error(400, 'body is not JSON: send {"title": "Artist - Title"}')
+        try:
+            artist, title = parse_metadata(body)
+        except ValueError as err:
+            return _error(400, str(err))
+        self.nowplaying.set(artist, title, "api")
+        return web.Response(text=json.dumps({"now_playing": self.nowplaying.track.as_dict()}),
+                            content_type="application/json", headers=API_HEADERS)
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        """Server-sent events: ``metadata`` at once and on every change, ``status`` every 2 s."""
+        if self._event_clients >= self.max_listeners:
+            self.refused += 1
+            return _error(503, "too many event clients, try again in 10 s")
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                           **API_HEADERS})
+        queue: asyncio.Queue[Track] = asyncio.Queue(maxsize=16)
+
+        def changed(track: Track) -> None:
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait(track)
+
+        unwatch = self.nowplaying.watch(changed)
+        self._event_clients += 1
+        try:
+            await resp.prepare(request)
+            await resp.write(b"retry: 2000\n\n")
+            await resp.write(_sse("metadata", self.nowplaying.track.as_dict()))
+            await resp.write(self._status_event())
+            next_status = time.monotonic() + STATUS_EVERY_S
+            while not self._closing.is_set():
+                wait = max(next_status - time.monotonic(), 0.0)
+                try:
+                    track = await asyncio.wait_for(queue.get(), wait)
+                    await resp.write(_sse("metadata", track.as_dict()))
+                except TimeoutError:
+                    await resp.write(self._status_event())
+                    next_status = time.monotonic() + STATUS_EVERY_S
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            unwatch()
+            self._event_clients -= 1
+        return resp
+
+    def _status_event(self) -> bytes:
+        """The ``status`` event, built at most every 0.5 s however many clients there are."""
+        now = time.monotonic()
+        if now - self._status_cache[0] > 0.5:
+            self._status_cache = (now, _sse("status", self.status_dict()))
+        return self._status_cache[1]
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        lines: list[str] = []
+
+        def metric(name: str, kind: str, text: str, values: list[tuple[str, float]]) -> None:
+            lines.append(f"# HELP deskcast_{name} {text}")
+            lines.append(f"# TYPE deskcast_{name} {kind}")
+            for labels, value in values:
+                lines.append(f"deskcast_{name}{labels} {value:g}")
+
+        st = {name: s.stats for name, s in self.streams.items()}
+
+        def per(fn: Callable[[str], float]) -> list[tuple[str, float]]:
+            return [(f'{{format="{name}"}}', fn(name)) for name in st]
+
+        metric("uptime_seconds", "gauge", "Seconds since serve started.",
+               [("", round(time.monotonic() - self.started, 1))])
+        metric("listeners", "gauge", "HTTP listeners connected now.",
+               per(lambda f: st[f].listeners - self.internal[f]))
+        metric("internal_consumers", "gauge", "Internal consumers (e.g. an Icecast push).",
+               per(lambda f: self.internal[f]))
+        metric("sent_bytes_total", "counter", "Bytes handed to listeners, headers included.",
+               per(lambda f: st[f].sent_bytes))
+        metric("listeners_total", "counter", "Listeners ever connected.",
+               per(lambda f: st[f].listeners_total))
+        metric("listeners_cut_total", "counter", "Listeners cut for falling behind.",
+               per(lambda f: st[f].listeners_cut))
+        metric("encoder_running", "gauge", "1 while the format's encoder runs.",
+               per(lambda f: int(st[f].running)))
+        metric("encoder_starts_total", "counter", "Times the format's encoder was started.",
+               per(lambda f: st[f].starts))
+        metric("listeners_refused_total", "counter", "Connections refused by the limits.",
+               [("", self.refused)])
+        metric("event_clients", "gauge", "Clients of /api/events.", [("", self._event_clients)])
+        metric("source_overruns_total", "counter",
+               "Times the capture device dropped audio because it was read too late.",
+               [("", self.source.overruns)])
+        return web.Response(text="\n".join(lines) + "\n",
+                            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8",
+                                     "Cache-Control": NO_CACHE})
+
+
+def _sse(event: str, data: dict[str, Any]) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+def _error(status: int, message: str) -> web.Response:
+    """A one-line plain-text error."""
+    return web.Response(status=status, text=message + "\n",
+                        headers={"Cache-Control": NO_CACHE,
+                                 "Access-Control-Allow-Origin": "*"})
+
+
+async def serve(server: Server, host: str, port: int, stop: asyncio.Event,
+                tasks: Sequence[Callable[[asyncio.Event], Any]] = ()) -> None:
+    """Serve until ``stop`` is set; ``tasks`` are coroutine functions taking ``stop`` (e.g. the
+    song-tracker poller), run alongside and cancelled at the end."""
+    runner = web.AppRunner(server.app, access_log=None, handler_cancellation=True,
+                           shutdown_timeout=1.0)
     await runner.setup()
-    site = web.TCPSite(runner, host or None, port, shutdown_timeout=1.0)
+    site = web.TCPSite(runner, host or None, port)
     try:
         await site.start()
     except OSError as err:
@@ -196,11 +472,20 @@ async def serve(server: Server, host: str, port: int, stop: asyncio.Event) -> No
         raise DeviceError(f"cannot listen on {host or '*'}:{port}: {err.strerror} — is "
                           "another server running? choose another with --listen") from None
     server.start_audio(asyncio.get_running_loop())
-    logger.info("serving %s on http://%s:%d/ (stream: /stream.mp3)", server.source.name,
-                host or "0.0.0.0", port)
+    logger.info("serving %s on http://%s:%d/ (streams: %s)", server.source.name,
+                host or "0.0.0.0", port, ", ".join(f"/stream.{f}" for f in server.streams))
+    running = [asyncio.create_task(task(stop)) for task in tasks]
     try:
         await stop.wait()
     finally:
+        for task in running:
+            task.cancel()
+        if running:
+            _done, pending = await asyncio.wait(running, timeout=TASK_STOP_S)
+            for task in pending:
+                logger.warning("a background task did not stop within %g s: %r", TASK_STOP_S,
+                               task.get_coro())
         server.stop_audio()
-        server.broadcaster.close()
+        for stream in server.streams.values():
+            stream.end()
         await runner.cleanup()
