@@ -1,0 +1,37 @@
+"""A pre-started ``deskcast`` child for the next leg: its imports (~0.3 s of a switch, more on
+a loaded machine) are done before it is needed. It waits for its command line — one JSON list
+on standard input — then runs it like ``deskcast ARGS…`` and exits with its status. An empty
+standard input (the daemon stopped) ends it quietly."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import sys
+
+WARM = ("deskcast.cli", "deskcast.pump", "deskcast.capture.pulse", "deskcast.capture.alsa",
+        "deskcast.transport.sender", "deskcast.encode.opus", "deskcast.playback.alsa",
+        "deskcast.http.server", "deskcast.encode.mp3")
+
+
+def main() -> int:
+    for name in WARM:
+        # e.g. no libpulse on a plain-ALSA machine: what a leg needs is imported when it runs
+        with contextlib.suppress(ImportError, OSError):
+            importlib.import_module(name)
+    line = sys.stdin.buffer.readline()
+    if not line.strip():
+        return 0
+    argv = json.loads(line)
+    if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
+        print("deskcast: error: the spare process got a malformed command line",
+              file=sys.stderr)
+        return 2
+    from deskcast import cli
+
+    return cli.main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
