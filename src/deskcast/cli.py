@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -13,11 +14,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from deskcast import __version__, config
 from deskcast.errors import ConfigError, DeskcastError, EndpointError
 from deskcast.media import AudioFormat, SampleFormat
+
+if TYPE_CHECKING:
+    from deskcast.transport.srtp import SrtpKey
 
 logger = logging.getLogger("deskcast")
 
@@ -105,13 +109,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="append a JSON line of statistics every second ('-' for stdout)")
     p.add_argument("--sdp", metavar="FILE",
                    help="write an SDP file describing the stream, for ffplay/ffmpeg/VLC/"
-                   "GStreamer (e.g. `ffplay -protocol_whitelist file,udp,rtp FILE`)")
+                   "GStreamer (e.g. `ffplay -protocol_whitelist file,udp,rtp FILE`); with "
+                   "--key it is SRTP (a=crypto with the key, mode 0600; add srtp to ffmpeg's "
+                   "-protocol_whitelist)")
     config.add_arguments(p, ["send", "run", "audio"])
 
     p = sub.add_parser("receive", aliases=["rx"], parents=[common],
                        help="receive audio from `deskcast send` or trx-tx and play it",
                        description="Listen for RTP/Opus on [ADDR][:PORT] (default: every "
-                       "address, port 1350; a multicast ADDR is joined) and play it to SINK.")
+                       "address, port 1350; a multicast ADDR is joined) and play it to SINK. "
+                       "One sender is played at a time: the first one heard; another (a new "
+                       "SSRC, e.g. a restarted sender) takes over only once the current one has "
+                       "been silent for --takeover-ms. --allow drops datagrams from other "
+                       "networks before reading them; with --key only packets authenticated "
+                       "with that key count as heard, so nobody without it can take over.")
     p.add_argument("listen", nargs="?", default="", metavar="[ADDR][:PORT]",
                    help="where to listen (default :1350)")
     p.add_argument("--sdp", metavar="FILE",
@@ -122,11 +133,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="append a JSON line of statistics every second ('-' for stdout)")
     config.add_arguments(p, ["receive", "run", "audio"])
 
+    p = sub.add_parser("keygen", parents=[common], help="make an SRTP key file for --key",
+                       description="Write a new random SRTP key (AES_CM_128_HMAC_SHA1_80) to "
+                       "FILE with mode 0600, for `send --key FILE` and `receive --key FILE`; "
+                       "copy it to the other end over a safe channel (scp). Prints the ffmpeg "
+                       "options that use the same key.")
+    p.add_argument("file", nargs="?", metavar="FILE",
+                   help="where to write it (default: $XDG_CONFIG_HOME/deskcast/srtp.key)")
+    p.add_argument("--force", action="store_true", help="replace an existing FILE")
+
     p = sub.add_parser("serve", parents=[common], help="stream to browsers and players (HTTP)",
                        description="Stream SOURCE over HTTP: a web page at /, MP3 at "
-                       "/stream.mp3 (bit reservoir off: any frame is a join point), status at "
-                       "/api/status. One encoder serves every listener.")
+                       "/stream.mp3 (bit reservoir off: any frame is a join point, ICY titles "
+                       "on request), Ogg/Opus at /stream.opus, status at /api/status, events "
+                       "at /api/events, Prometheus metrics at /metrics, now playing set by "
+                       "POST /api/metadata (bearer token) or a polled --tracker-url. One "
+                       "encoder per format serves every listener of that format.")
     config.add_arguments(p, ["serve", "run", "audio"])
+
+    p = sub.add_parser("meta", parents=[common], help="tell a running serve what is playing",
+                       description="Set the title `deskcast serve` shows on its page, in "
+                       "/api/status and as ICY title: POST /api/metadata with the server's "
+                       "token (--token, the serve.token setting, or the token file serve "
+                       "wrote in $XDG_STATE_HOME/deskcast/serve-token).")
+    p.add_argument("text", metavar="TEXT", help='"Artist - Title" (or just a title; "" clears)')
+    p.add_argument("--server", metavar="URL",
+                   help="the serve to tell (default: http://127.0.0.1:PORT of serve.listen)")
+    p.add_argument("--token", metavar="TOKEN", help="bearer token (default: see above)")
 
     p = sub.add_parser("hub", parents=[common], help="set up the desktop audio hub",
                        description="The hub is where all desktop audio is mixed so that "
@@ -138,6 +171,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="alsa: write the configuration even if snd-aloop is not loaded")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     config.add_arguments(p, ["hub"])
+
+    p = sub.add_parser("route", parents=[common], help="send the desktop's audio somewhere",
+                       description="Send the desktop's audio to the speakers (local), other "
+                       "computers running `deskcast receive` (HOST[:PORT], several at once; "
+                       "trx:HOST for trx-rx), browsers (web) or nowhere (none). Without a "
+                       "destination: where it goes now. Starts the daemon if it is not "
+                       "running; the route is kept and restored when the daemon starts.")
+    p.add_argument("targets", nargs="*", metavar="DEST",
+                   help="local, web, none, HOST[:PORT] or trx:HOST[:PORT]")
+    p.add_argument("--json", action="store_true", help="print the status as JSON")
+
+    p = sub.add_parser("daemon", parents=[common], help="run the route daemon (foreground)",
+                       description="The per-user daemon behind `deskcast route`: owns the "
+                       "hub and the running legs, listens on "
+                       "$XDG_RUNTIME_DIR/deskcast/control.sock. `route` starts it on demand; "
+                       "see contrib/systemd for a user unit.")
+    config.add_arguments(p, ["route", "hub"])
+    # `receive --announce`: added here so the receive parser itself stays as it is
+    sub.choices["receive"].add_argument(
+        "--announce", nargs="?", const="", default=None, metavar="NAME",
+        help="announce this receiver via mDNS/zeroconf (_deskcast._udp) as NAME (default: "
+        "the host name), so that `deskcast route NAME` finds it")
     return parser
 
 
@@ -267,21 +322,24 @@ def _run_pump(source: Any, sink: Any, s: config.Settings, fmt: AudioFormat, show
     with sink:
         logger.info("playing %s -> %s (%s, %d-frame blocks)", source.name, sink.name, fmt,
                     source.block_frames)
-        pump = Pump(source, sink, max_frames=max_frames, rtprio=s.rtprio, meter=True)
+        pump = Pump(source, sink, max_frames=max_frames, rtprio=s.rtprio)
         meter = Meter(sys.stderr) if show else None
         json_out = _open_stats(stats_json)
         last_json = [0.0]
 
         def tick(stats: PumpStats) -> None:
-            extra = status(stats) if status is not None else ""
-            if meter is not None and stats.peak_db:
-                meter.update(fmt.seconds(stats.frames), stats.peak_db, stats.rms_db,
-                             extra=extra)
+            # Levels and status are computed here, only when shown: per block they cost the
+            # audio thread as much as decoding.
+            if meter is not None and stats.last_block is not None:
+                peak, rms = stats.levels()
+                extra = status(stats) if status is not None else ""
+                meter.update(fmt.seconds(stats.frames), peak, rms, extra=extra)
             if json_out is not None and time.monotonic() - last_json[0] >= 1.0:
                 last_json[0] = time.monotonic()
+                peak, rms = stats.levels()
                 record = {"elapsed_s": round(fmt.seconds(stats.frames), 3),
-                          "peak_db": [round(v, 1) for v in stats.peak_db],
-                          "rms_db": [round(v, 1) for v in stats.rms_db]}
+                          "peak_db": [round(v, 1) for v in peak],
+                          "rms_db": [round(v, 1) for v in rms]}
                 if status is not None:
                     record.update(_status_fields(sink, source))
                 json_out.write(json.dumps(record) + "\n")
@@ -333,16 +391,20 @@ def cmd_send(args: argparse.Namespace) -> int:
     encoder = OpusEncoder(fmt, frame_ms=s.frame_ms, bitrate_kbps=s.bitrate,
                           complexity=s.complexity, application=s.application, cbr=s.cbr)
     frames = encoder.frame_frames
+    if s.origins.get("block_ms") == "command line":
+        logger.warning("send reads its source in whole Opus frames: --block-ms is ignored "
+                       "(use --frame-ms, now %g ms)", s.frame_ms)
     fec = None
     if s.fec:
         if s.trx:
             raise ConfigError("--fec cannot be used with --trx: trx-rx would play the repair "
                               "packets as audio")
         fec = FecEncoder(*parse_scheme(s.fec))
+    key = _load_key(s.key)
     sender = RtpSender(Endpoint("rtp", args.destination, {}, Direction.SINK), fmt, frames,
-                       encoder=encoder, trx=s.trx, ttl=s.ttl, dscp=s.dscp, fec=fec)
+                       encoder=encoder, trx=s.trx, ttl=s.ttl, dscp=s.dscp, fec=fec, key=key)
     if args.sdp:
-        _write_sdp(args.sdp, sender, s)
+        _write_sdp(args.sdp, sender, s, key)
     source = make_source(s.source, fmt, frames, hub_name=s.sink_name, buffer_ms=s.buffer_ms)
     show = not args.quiet and sys.stderr.isatty()
 
@@ -375,10 +437,11 @@ def cmd_receive(args: argparse.Namespace) -> int:
     jitter = JitterBuffer(fmt.rate, target_ms=s.jitter_ms, min_ms=s.jitter_min_ms,
                           max_ms=s.jitter_max_ms, adaptive=s.adaptive)
     block = fmt.frames_for_ms(s.block_ms)
-    listen = _listen_from_sdp(args.sdp) if args.sdp else args.listen
+    key = _load_key(s.key)
+    listen = _listen_from_sdp(args.sdp, key) if args.sdp else args.listen
     receiver = RtpReceiver(Endpoint("rtp", listen, {}, Direction.SOURCE), fmt, block,
                            jitter=jitter, takeover_ms=s.takeover_ms, fec=s.inband_fec,
-                           drift=s.drift)
+                           drift=s.drift, key=key, allow=[s.allow] if s.allow else [])
     receiver.output_latency_ms = s.buffer_ms if s.sink.startswith(("pulse", "alsa")) else 0.0
     sink = make_sink(s.sink, fmt, block, hub_name=s.sink_name, buffer_ms=s.buffer_ms)
     show = not args.quiet and sys.stderr.isatty()
@@ -386,6 +449,7 @@ def cmd_receive(args: argparse.Namespace) -> int:
     def status(_: Any) -> str:
         f = receiver.status_fields()
         return (f"{f['packets']} pkts  loss {f['concealed_pct']:.1f}%  late {f['late']}  "
+                f"ran dry {f['underruns']}x  "
                 f"jitter {f['jitter_ms']:.1f} ms  buffer {f['buffer_ms']:.0f} ms  "
                 f"delay ~{f['latency_ms']:.0f} ms  drift {f['drift_ppm']:+.0f} ppm")
 
@@ -394,7 +458,8 @@ def cmd_receive(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_sdp(path: str, sender: Any, s: config.Settings) -> None:
+def _write_sdp(path: str, sender: Any, s: config.Settings, key: SrtpKey | None = None
+               ) -> None:
     from deskcast.transport.sdp import SessionDescription, write_sdp
     from deskcast.transport.sender import resolve
 
@@ -405,15 +470,23 @@ def _write_sdp(path: str, sender: Any, s: config.Settings) -> None:
     desc = SessionDescription(address=str(addr[0]), port=sender.port,
                               payload_type=sender.payload_type, channels=s.channels,
                               ttl=s.ttl, ptime_ms=s.frame_ms,
-                              maxaveragebitrate=int(s.bitrate * 1000))
+                              maxaveragebitrate=int(s.bitrate * 1000),
+                              crypto_key=None if key is None else key.inline)
     try:
-        Path(path).write_text(write_sdp(desc))
+        if key is None:
+            Path(path).write_text(write_sdp(desc))
+        else:
+            # The SDP then carries the key (a=crypto ... inline:KEY): private, like the key file.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                os.fchmod(f.fileno(), 0o600)
+                f.write(write_sdp(desc))
     except OSError as err:
         raise ConfigError(f"cannot write --sdp {path}: {err.strerror}") from None
-    logger.info("wrote %s", path)
+    logger.info("wrote %s%s", path, "" if key is None else " (mode 0600: it holds the key)")
 
 
-def _listen_from_sdp(path: str) -> str:
+def _listen_from_sdp(path: str, key: SrtpKey | None = None) -> str:
     import ipaddress
 
     from deskcast.transport.sdp import parse_sdp
@@ -423,6 +496,12 @@ def _listen_from_sdp(path: str) -> str:
     except OSError as err:
         raise ConfigError(f"cannot read --sdp {path}: {err.strerror}") from None
     desc = parse_sdp(text)
+    if desc.crypto_key is not None and key is None:
+        raise ConfigError(f"--sdp {path} describes an SRTP stream: give --key FILE with its "
+                          "key (a file holding the a=crypto line's inline: text, mode 0600)")
+    if key is not None and desc.crypto_key not in (None, key.inline):
+        raise ConfigError(f"--sdp {path} carries another SRTP key than --key: use the same "
+                          "key on both ends")
     if ipaddress.ip_address(desc.address).is_multicast:
         return f"[{desc.address}]:{desc.port}"
     return f":{desc.port}"
@@ -430,20 +509,39 @@ def _listen_from_sdp(path: str) -> str:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
+    import functools
 
     from deskcast.capture import make_source
+    from deskcast.http import token as token_file
+    from deskcast.http.mpris import poll_mpris
+    from deskcast.http.nowplaying import parse_field_map, poll_tracker
     from deskcast.http.server import Server, serve
     from deskcast.transport.sender import parse_hostport
 
     s = _settings(args, ["serve", "run", "audio", "hub"])
     fmt = _audio_format(s)
     host, port = parse_hostport(s.listen, 8000)
+    try:
+        field_map = parse_field_map(s.tracker_title_field)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    if s.tracker_url and not s.tracker_url.startswith(("http://", "https://")):
+        raise ConfigError(f"--tracker-url {s.tracker_url!r} must start with http:// or https://")
+    if s.token:
+        token = token_file.check(s.token)
+    else:
+        token, path = token_file.load_or_create()
+        logger.info("metadata token (for POST /api/metadata and `deskcast meta`) is in %s",
+                    path)
     source = make_source(s.source, fmt, fmt.frames_for_ms(s.block_ms), hub_name=s.sink_name,
                          buffer_ms=s.buffer_ms)
     with source:
-        server = Server(source, bitrate_kbps=s.mp3_bitrate, rtprio=s.rtprio,
-                        burst_s=s.burst_s, max_lag_s=s.max_lag_s,
-                        max_listeners=s.max_listeners, max_per_address=s.max_per_address)
+        server = Server(source, bitrate_kbps=s.mp3_bitrate, opus_bitrate_kbps=s.opus_bitrate,
+                        rtprio=s.rtprio, burst_s=s.burst_s, opus_burst_s=s.opus_burst_s,
+                        max_lag_s=s.max_lag_s,
+                        max_listeners=s.max_listeners, max_per_address=s.max_per_address,
+                        always_on=s.always_on, idle_stop_s=s.idle_stop_s, token=token,
+                        icy_metaint=s.icy_metaint, name=s.stream_name)
 
         async def main() -> None:
             stop = asyncio.Event()
@@ -452,11 +550,55 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 loop.add_signal_handler(sig, stop.set)
             if s.duration is not None:
                 loop.call_later(s.duration, stop.set)
-            await serve(server, host, port, stop)
+            tasks = []
+            if s.tracker_url:
+                tasks.append(functools.partial(poll_tracker, server.nowplaying, s.tracker_url,
+                                               field_map, s.tracker_interval_s))
+            if s.mpris:
+                tasks.append(functools.partial(poll_mpris, server.nowplaying))
+            await serve(server, host, port, stop, tasks)
 
         asyncio.run(main())
     if server.error is not None and isinstance(server.error, DeskcastError):
         raise server.error
+    return 0
+
+
+def cmd_meta(args: argparse.Namespace) -> int:
+    import urllib.error
+    import urllib.request
+
+    from deskcast.http import token as token_file
+    from deskcast.http.nowplaying import split_artist_title
+    from deskcast.transport.sender import parse_hostport
+
+    s = _settings(args, ["serve"])
+    url = args.server
+    if not url:
+        _host, port = parse_hostport(s.listen, 8000)
+        url = f"http://127.0.0.1:{port}"
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"--server {url!r} must be a URL like http://HOST:8000")
+    token = args.token or s.token or token_file.read_token()
+    if not token:
+        raise ConfigError(f"no token: start `deskcast serve` once (it writes "
+                          f"{token_file.token_path()}) or pass --token")
+    artist, title = split_artist_title(args.text)
+    body = json.dumps({"artist": artist, "title": title}).encode()
+    request = urllib.request.Request(
+        url.rstrip("/") + "/api/metadata", data=body, method="POST",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            answer = json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        reason = err.read(300).decode("utf-8", "replace").strip() or err.reason
+        raise DeskcastError(f"{url} refused the title (HTTP {err.code}): {reason}") from None
+    except (urllib.error.URLError, OSError) as err:
+        why = getattr(err, "reason", err)
+        raise DeskcastError(f"cannot reach {url}: {why} — is `deskcast serve` running? "
+                            "(--server URL)") from None
+    print(f"now playing: {answer['now_playing']['text'] or '(nothing)'}")
     return 0
 
 
@@ -542,6 +684,146 @@ def _describe_hub(st: Any, action: str) -> str:
     return "\n".join(lines)
 
 
+# --- route / daemon --------------------------------------------------------------------------
+
+def cmd_route(args: argparse.Namespace) -> int:
+    from deskcast.route import client, protocol
+
+    s = _settings(args, ["route"])
+    if args.targets:
+        protocol.parse_targets(args.targets, s.port)  # bad words fail here, daemon or not
+        message: dict[str, Any] = {"cmd": "route", "targets": args.targets}
+    else:
+        message = {"cmd": "status"}
+    answer = client.call(message, config_path=args.config)
+    status = answer["status"]
+    if args.json:
+        print(json.dumps(status, indent=2))
+    else:
+        print(_describe_route(status))
+    return 0
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 90:
+        return f"{seconds:.0f} s ago"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.1f} h ago"
+
+
+def _describe_route(st: dict[str, Any]) -> str:
+    now = time.time()
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(st["since"]))
+    lines = [f"route: {' '.join(st['route'])}  since {since} ({_ago(now - st['since'])})"
+             f"  [{st['backend']} hub {st['hub']}, daemon pid {st['pid']}]"]
+    for leg in st["legs"]:
+        text = f"  {leg['target']:<22} {leg['state']}"
+        if leg["state"] == "running":
+            if leg["kind"] == "local":
+                text += (f"  {leg.get('via', '')} {leg.get('from', '')} -> {leg.get('to', '')}"
+                         if leg.get("via") else "")
+            elif leg["kind"] == "web":
+                listeners = leg.get("listeners")
+                text += f"  {leg.get('url', '')}  listeners: " + (
+                    "?" if listeners is None else str(listeners))
+            elif leg["kind"] == "host":
+                text += f"  {leg.get('packets', 0)} pkts  {leg.get('kbit_s', 0.0):.1f} kbit/s"
+                answer = leg.get("answer", "")
+                if answer == "answering":
+                    rtt = leg.get("rtt_ms")
+                    text += (f"  answering: loss {leg.get('receiver_loss_pct', 0.0):.1f}%  "
+                             f"jitter {leg.get('receiver_jitter_ms', 0.0):.1f} ms"
+                             + ("" if rtt is None else f"  rtt {rtt:.1f} ms"))
+                elif answer == "not answering":
+                    text += "  " + leg.get("answer_text", "not answering")
+                elif answer == "unconfirmed":
+                    text += "  unconfirmed (trx-rx never reports back)"
+                else:
+                    text += "  waiting for the receiver to report"
+        if leg.get("address") and leg["address"] != leg["target"].removeprefix("trx:"):
+            text += f"  (at {leg['address']})"
+        if leg.get("restarts"):
+            text += f"  (restarted {leg['restarts']}x"
+            text += f"; last: {leg['last_error']})" if leg.get("last_error") else ")"
+        lines.append(text)
+    receivers = st.get("receivers") or []
+    lines.append("receivers on the network: " + (", ".join(
+        f"{r['name']} ({(r['addresses'] or ['?'])[0]}:{r['port']})" for r in receivers)
+        or "none announced (`deskcast receive --announce` on the other computer)"))
+    return "\n".join(lines)
+
+
+def _announced(receive: Callable[[argparse.Namespace], int]
+               ) -> Callable[[argparse.Namespace], int]:
+    """``receive`` with ``--announce``: the receiver is announced via mDNS while it runs."""
+
+    def run(args: argparse.Namespace) -> int:
+        if getattr(args, "announce", None) is None:
+            return receive(args)
+        from deskcast.route.discovery import Announcer
+        from deskcast.transport.sender import parse_hostport
+
+        s = _settings(args, ["route"])
+        port = s.port if getattr(args, "sdp", None) else parse_hostport(args.listen, s.port)[1]
+        with Announcer(port, args.announce):
+            return receive(args)
+
+    return run
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    from deskcast.route import daemon
+
+    s = _settings(args, ["route", "hub"])
+    for handler in logging.getLogger("deskcast").handlers:
+        handler.setFormatter(logging.Formatter(
+            "%(asctime)s deskcast[%(process)d]: %(levelname)s: %(message)s"))
+    cfg = daemon.RouteConfig(
+        sink_name=s.sink_name, backend=s.backend, default_port=s.port, speakers=s.speakers,
+        alsa_speakers=s.alsa_speakers, local_latency_ms=s.local_latency_ms,
+        web_listen=s.web_listen, answer_timeout_s=s.answer_timeout_s,
+        restart_max_s=s.restart_max_s, config_path=args.config)
+    daemon.run(cfg)
+    return 0
+
+
+# --- keygen / SRTP keys ---------------------------------------------------------------------
+
+def _load_key(path: str | None) -> SrtpKey | None:
+    """The SRTP key of --key FILE, or None for plain RTP."""
+    if not path:
+        return None
+    from deskcast.transport.srtp import load_key
+
+    return load_key(path)
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from deskcast.transport.srtp import SUITE, SrtpKey, write_key_file
+
+    if args.file:
+        path = Path(args.file).expanduser()
+    else:
+        path = config.default_config_path().parent / "srtp.key"
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"cannot create {path.parent}: {err.strerror}") from None
+    key = SrtpKey.generate()
+    path = write_key_file(path, key, force=args.force)
+    print(f"wrote {path} (mode 0600); copy it to the other end over a safe channel (scp)\n"
+          f"  deskcast send --key {path} HOST[:PORT]\n"
+          f"  deskcast receive --key {path}\n"
+          f"ffmpeg with the same key:\n"
+          f"  send:    ffmpeg ... -c:a libopus -f rtp -srtp_out_suite {SUITE} "
+          f"-srtp_out_params {key.inline} srtp://HOST:1350\n"
+          f"  receive: deskcast send --key {path} --sdp stream.sdp HOST; then\n"
+          f"           ffmpeg -protocol_whitelist file,udp,rtp,srtp -i stream.sdp ...")
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "devices": cmd_devices,
     "play": cmd_play,
@@ -549,6 +831,11 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "tx": cmd_send,
     "receive": cmd_receive,
     "serve": cmd_serve,
+    "meta": cmd_meta,
     "rx": cmd_receive,
     "hub": cmd_hub,
+    "keygen": cmd_keygen,
+    "route": cmd_route,
+    "daemon": cmd_daemon,
 }
+COMMANDS["receive"] = COMMANDS["rx"] = _announced(COMMANDS["receive"])  # route: --announce

@@ -41,6 +41,9 @@ class Option:
     choices: tuple[str, ...] | None = None
     minimum: float | None = None
     maximum: float | None = None
+    multiple: bool = False
+    metavar: str | None = None
+    """Takes several values (``--allow A B``, a TOML list), kept as one space-separated str."""
 
     @property
     def flag(self) -> str:
@@ -51,6 +54,10 @@ class Option:
         if value is None:
             return None
         where = f"{origin}: {self.section}.{self.name}" if origin != "command line" else self.flag
+        if self.multiple and isinstance(value, list | tuple):
+            if not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{where} must be a list of text, not {value!r}")
+            value = " ".join(value)
         if self.type is bool:
             if not isinstance(value, bool):
                 raise ConfigError(f"{where} must be true or false, not {value!r}")
@@ -133,6 +140,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("send", "dscp", int, 46, "DSCP mark of the packets (46 = EF, expedited "
            "forwarding: Wi-Fi and routers that honour it queue audio first)",
            minimum=0, maximum=63),
+    Option("send", "key", str, None, "SRTP key file from `deskcast keygen`: encrypt and "
+           "authenticate the stream (AES_CM_128_HMAC_SHA1_80, +10 bytes a packet); the "
+           "receiver needs the same file (default: plain RTP, as trx)", metavar="FILE"),
     # [receive]
     Option("receive", "sink", str, "pulse", "where to play (pulse: the speakers)",
            short="-o"),
@@ -154,6 +164,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("receive", "takeover_ms", float, 100.0,
            "a new sender is played once the current one has been silent this long",
            minimum=0, maximum=60000),
+    Option("receive", "key", str, None, "SRTP key file from `deskcast keygen`: play only "
+           "packets authenticated with it, drop forged and replayed ones (default: plain RTP "
+           "from anyone allowed)", metavar="FILE"),
+    Option("receive", "allow", str, None, "only read datagrams from these networks "
+           "(CIDR, e.g. 192.168.1.0/24 fd00::/8), dropping others unread; give it after "
+           "[ADDR][:PORT] (default: from anywhere)", multiple=True,
+           metavar="CIDR"),
     # [serve]
     Option("serve", "source", str, "desktop", "what to stream (desktop: the hub, else what "
            "you are hearing)", short="-s"),
@@ -169,6 +186,51 @@ OPTIONS: tuple[Option, ...] = (
            "what one core fans out at 128 kbit/s)", minimum=1, maximum=100000),
     Option("serve", "max_per_address", int, 20, "listeners at once from one IP address "
            "(20: a household, not a flood)", minimum=1, maximum=100000),
+    Option("serve", "opus_bitrate", float, 96.0, "Ogg/Opus bitrate in kbit/s for "
+           "/stream.opus (96: transparent stereo music for most ears, 3/4 of MP3's 128)",
+           minimum=6, maximum=510),
+    Option("serve", "opus_burst_s", float, 2.0, "like --burst-s, for /stream.opus (2 s: "
+           "Chromium starts Ogg/Opus only with ~2 s buffered; measured 1.0 s from Play to "
+           "sound with 2 s, 2.1 s with 1 s)", minimum=0, maximum=10),
+    Option("serve", "always_on", bool, False, "keep every format's encoder running "
+           "(default: a format's encoder runs only while somebody listens to it, saving the "
+           "CPU of encoding for nobody)"),
+    Option("serve", "idle_stop_s", float, 2.0, "stop a format's encoder this many seconds "
+           "after its last listener left (2 s: a reconnecting page finds it still running)",
+           minimum=0, maximum=3600),
+    Option("serve", "stream_name", str, "deskcast", "station name players show (icy-name)"),
+    Option("serve", "icy_metaint", int, 16000, "bytes of MP3 between ICY title blocks for "
+           "players that ask for them (16000: ~1 s at 128 kbit/s, like Icecast)",
+           minimum=256, maximum=1 << 20),
+    Option("serve", "token", str, None, "bearer token for POST /api/metadata and `deskcast "
+           "meta` (default: a random one saved in $XDG_STATE_HOME/deskcast/serve-token, "
+           "mode 0600)"),
+    Option("serve", "tracker_url", str, None, "poll this URL for JSON saying what plays "
+           "(a \"song tracker\"; default: none)"),
+    Option("serve", "tracker_interval_s", float, 30.0, "seconds between song-tracker polls "
+           "(30: what audiostreamer's page did)", minimum=1, maximum=86400),
+    Option("serve", "tracker_title_field", str, "artist,title", "dotted paths into the "
+           "tracker's JSON: ARTIST,TITLE or just TITLE (e.g. now.song.artist,now.song.title)"),
+    Option("serve", "mpris", bool, True, "take the title from the desktop's media player "
+           "that is playing (MPRIS over the D-Bus session bus; nothing happens without one)"),
+    # [route]
+    Option("route", "port", int, 1350, "receiver port for `route HOST` without :PORT (1350: "
+           "what `deskcast receive` and trx-rx listen on)", minimum=1, maximum=65535),
+    Option("route", "speakers", str, "", "PulseAudio/PipeWire sink that `route local` plays "
+           "to (empty: the sink that was the default before the hub took over)"),
+    Option("route", "alsa_speakers", str, "hw:0", "ALSA device that `route local` plays to "
+           "on plain ALSA (hw:0: the first card, not the dmix default that feeds the hub)"),
+    Option("route", "local_latency_ms", float, 30.0, "delay of the local loopback from the "
+           "hub to the speakers (30: no underruns on a loaded 2-core machine, below what "
+           "lip-sync notices)", minimum=5, maximum=2000),
+    Option("route", "web_listen", str, ":8000", "HOST:PORT where `route web` serves "
+           "(:8000: every address, like `serve`)"),
+    Option("route", "answer_timeout_s", float, 4.0, "a host whose receiver has not reported "
+           "within this long is shown as not answering (receivers report every 2 s)",
+           minimum=0.5, maximum=60),
+    Option("route", "restart_max_s", float, 30.0, "longest wait before restarting a leg "
+           "that keeps failing (the wait doubles from 0.5 s per failure)", minimum=1,
+           maximum=3600),
     # [hub]
     Option("hub", "sink_name", str, "deskcast",
            "name of the PulseAudio/PipeWire null sink that mixes all desktop audio"),
@@ -246,10 +308,12 @@ def add_arguments(parser: argparse.ArgumentParser, sections: Iterable[str],
                                    action=argparse.BooleanOptionalAction, help=text)
             else:
                 group.add_argument(*flags, dest=opt.name, default=None, metavar=_metavar(opt),
-                                   help=text)
+                                   help=text, nargs="+" if opt.multiple else None)
 
 
 def _metavar(opt: Option) -> str:
+    if opt.metavar:
+        return opt.metavar
     if opt.choices:
         return "{" + ",".join(opt.choices) + "}"
     return opt.name.rsplit("_", 1)[-1].upper() if opt.name.endswith("_ms") else opt.name.upper()
