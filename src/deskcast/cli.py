@@ -533,6 +533,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
         token, path = token_file.load_or_create()
         logger.info("metadata token (for POST /api/metadata and `deskcast meta`) is in %s",
                     path)
+    ssl_context = None
+    if s.tls_cert or s.tls_key:
+        from deskcast.http.tls import server_context
+
+        if not (s.tls_cert and s.tls_key):
+            given, missing = ("--tls-cert", "--tls-key") if s.tls_cert else \
+                ("--tls-key", "--tls-cert")
+            raise ConfigError(f"{given} needs {missing} too (HTTPS takes a certificate and "
+                              "its key)")
+        ssl_context = server_context(s.tls_cert, s.tls_key)
+    listen_token = s.listen_token or ""
+    if s.listen_token is not None and (not listen_token.strip() or len(listen_token) > 256 or
+                                       any(c.isspace() or not c.isprintable()
+                                           for c in listen_token)):
+        raise ConfigError("--listen-token must be 1 to 256 printable characters without "
+                          "spaces")
     source = make_source(s.source, fmt, fmt.frames_for_ms(s.block_ms), hub_name=s.sink_name,
                          buffer_ms=s.buffer_ms)
     with source:
@@ -541,7 +557,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                         max_lag_s=s.max_lag_s,
                         max_listeners=s.max_listeners, max_per_address=s.max_per_address,
                         always_on=s.always_on, idle_stop_s=s.idle_stop_s, token=token,
-                        icy_metaint=s.icy_metaint, name=s.stream_name)
+                        icy_metaint=s.icy_metaint, name=s.stream_name,
+                        listen_token=listen_token)
 
         async def main() -> None:
             stop = asyncio.Event()
@@ -556,7 +573,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                                field_map, s.tracker_interval_s))
             if s.mpris:
                 tasks.append(functools.partial(poll_mpris, server.nowplaying))
-            await serve(server, host, port, stop, tasks)
+            await serve(server, host, port, stop, tasks, ssl_context=ssl_context,
+                        header_timeout_s=s.header_timeout_s)
 
         asyncio.run(main())
     if server.error is not None and isinstance(server.error, DeskcastError):

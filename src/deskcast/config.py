@@ -205,6 +205,19 @@ OPTIONS: tuple[Option, ...] = (
     Option("serve", "token", str, None, "bearer token for POST /api/metadata and `deskcast "
            "meta` (default: a random one saved in $XDG_STATE_HOME/deskcast/serve-token, "
            "mode 0600)"),
+    Option("serve", "tls_cert", str, None, "serve HTTPS with this PEM certificate (chain "
+           "after it); needs --tls-key (default: plain HTTP, as for a trusted home network)",
+           metavar="FILE"),
+    Option("serve", "tls_key", str, None, "the unencrypted PEM private key of --tls-cert",
+           metavar="FILE"),
+    Option("serve", "listen_token", str, None, "a password listeners need: the page, "
+           "streams, /api/status, /api/events and /metrics then want ?token=TOKEN or HTTP "
+           "basic auth with any user name (default: none; listening is read-only, like a "
+           "radio)", metavar="TOKEN"),
+    Option("serve", "header_timeout_s", float, 15.0, "close a connection that has not sent "
+           "a whole request this long after connecting (or after its last answer): stops "
+           "slow-header (slowloris) clients holding sockets (15: Icecast's header-timeout; "
+           "players send theirs in milliseconds)", minimum=1, maximum=3600),
     Option("serve", "tracker_url", str, None, "poll this URL for JSON saying what plays "
            "(a \"song tracker\"; default: none)"),
     Option("serve", "tracker_interval_s", float, 30.0, "seconds between song-tracker polls "

@@ -39,10 +39,13 @@ try { chosen = localStorage.getItem("deskcast-format"); } catch (e) { /* storage
 format.value = chosen === "mp3" || chosen === "opus" ? chosen : (opusOk ? "opus" : "mp3");
 let wanted = false, lastTime = 0, lastMove = Date.now(), backoff = 1000;
 let analyser = null, samples = null;
+// A server with a listen token is opened as /?token=TOKEN: carry it to the stream and events.
+const token = new URLSearchParams(location.search).get("token");
+const auth = token === null ? "" : "token=" + encodeURIComponent(token) + "&";
 
 function setState(text) { state.textContent = text; document.body.dataset.state = text; }
 function connect() {
-  audio.src = "stream." + format.value + "?t=" + Date.now();
+  audio.src = "stream." + format.value + "?" + auth + "t=" + Date.now();
   audio.play().catch(() => {});
   setState("connecting");
 }
@@ -95,7 +98,7 @@ setInterval(() => {
   $("level").value = db;
   $("leveldb").textContent = db > -60 ? db.toFixed(0) + " dBFS" : "";
 }, 100);
-const events = new EventSource("api/events");
+const events = new EventSource("api/events?" + auth);
 events.addEventListener("open", () => { $("conn").textContent = "connected"; });
 events.addEventListener("error", () => { $("conn").textContent = "server unreachable, retrying"; });
 events.addEventListener("metadata", (e) => {

@@ -10,6 +10,13 @@ Endpoints: ``/`` (the page, with ``/app.js`` and ``/app.css``), ``/stream.mp3``,
 ``/stream.opus``, ``/api/status``, ``/api/events`` (server-sent events), ``POST /api/metadata``
 (bearer token) and ``/metrics`` (Prometheus text format).
 
+Trust: everything that changes state (``POST /api/metadata``) needs the bearer token. Listening
+is read-only and open by default, like a radio; with a listen token everything but the page's
+static assets (and the metadata POST, which has its own token) needs ``?token=`` or HTTP basic
+auth. Requests are bounded: line and header sizes, a 16 KB body, a header timeout (slowloris),
+a body timeout, and a stall timeout for listeners that stop reading. HTTPS with
+:func:`deskcast.http.tls.server_context`.
+
 Internal consumers (e.g. an Icecast push) use :meth:`Server.subscribe` and
 :meth:`Server.on_now_playing`.
 """
@@ -17,13 +24,18 @@ Internal consumers (e.g. an Icecast push) use :meth:`Server.subscribe` and
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import hmac
 import json
 import logging
+import resource
+import socket
+import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -52,6 +64,27 @@ TASK_STOP_S = 3.0
 """Background tasks (tracker, MPRIS, Icecast push) get this long to end when serve stops."""
 MAX_BODY_BYTES = 16 * 1024
 """Largest request body (``POST /api/metadata``); a title is a few hundred bytes."""
+BODY_TIMEOUT_S = 10.0
+"""A request body must arrive within this long (a slow-body client holds nothing longer)."""
+HEADER_TIMEOUT_S = 15.0
+"""Default of ``--header-timeout-s``: a connection that has not sent a whole request this long
+after connecting (or after its last answer) is closed (Icecast's header-timeout)."""
+MAX_LINE_BYTES = 4096
+"""Longest request line: our URLs, with a token, are under 200 bytes."""
+MAX_FIELD_BYTES = 8190
+"""Longest header (aiohttp's default): room for cookies other apps on this host set."""
+MAX_HEADERS = 64
+"""Most header lines in one request: browsers and players send about 15."""
+EVENTS_STALL_S = 30.0
+"""An /api/events client whose socket takes nothing for this long is dropped."""
+STREAM_SNDBUF_BYTES = 64 * 1024
+"""Kernel send buffer of a listener's socket (Linux doubles it): ~8 s of 128 kbit/s MP3, and
+640 KB/s over a 200 ms round trip — far more than any stream needs. Left to autotuning a
+socket whose client never reads would pin up to 4 MB of kernel memory and take minutes to
+show as stalled."""
+OPEN_PATHS = frozenset({"/app.js", "/app.css", "/api/metadata"})
+"""Paths a listen token does not guard: static, secret-free assets, and the metadata POST
+(guarded by its own bearer token). Everything else, present or future, needs the token."""
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
        "media-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
        "frame-ancestors 'none'")
@@ -68,7 +101,7 @@ class Server:
                  max_lag_s: float = 4.0,
                  max_listeners: int = 1000, max_per_address: int = 20, always_on: bool = False,
                  idle_stop_s: float = 2.0, token: str = "", icy_metaint: int = DEFAULT_METAINT,
-                 name: str = "deskcast") -> None:
+                 name: str = "deskcast", listen_token: str = "") -> None:
         self.source = source
         self.rtprio = rtprio
         self.name = name
@@ -77,6 +110,8 @@ class Server:
         self.max_per_address = max_per_address
         self.always_on = always_on
         self.token = token
+        self.listen_token = listen_token
+        self.max_lag_s = max_lag_s
         self.icy_metaint = icy_metaint
         self.refused = 0
         self.nowplaying = NowPlaying()
@@ -115,7 +150,8 @@ class Server:
         self._closing = asyncio.Event()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.app = web.Application(client_max_size=MAX_BODY_BYTES)
+        self.app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[self._guard])
+        self.app.on_response_prepare.append(_nosniff)
         r = self.app.router
         r.add_get("/", self.page)
         r.add_get("/app.js", self.asset)
@@ -220,6 +256,37 @@ class Server:
         if self._thread is not None:
             self._thread.join(2.0)
 
+    # --- HTTP: listen token -----------------------------------------------------------------
+
+    @web.middleware
+    async def _guard(self, request: web.Request,
+                     handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                     ) -> web.StreamResponse:
+        """With a listen token, refuse (401) requests without it, except :data:`OPEN_PATHS`
+        and CORS preflights (browsers never send credentials with those)."""
+        if self.listen_token and request.method != "OPTIONS" and \
+                request.path not in OPEN_PATHS and not self._has_listen_token(request):
+            resp = _error(401, "this server needs the listen token: add ?token=TOKEN to the "
+                          "URL, or log in with any user name and the token as password")
+            resp.headers["WWW-Authenticate"] = 'Basic realm="deskcast", charset="UTF-8"'
+            return resp
+        return await handler(request)
+
+    def _has_listen_token(self, request: web.Request) -> bool:
+        given = request.query.get("token")
+        if given is None:
+            scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() != "basic":
+                return False
+            try:
+                decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+            except (ValueError, UnicodeDecodeError):
+                return False
+            _user, colon, given = decoded.partition(":")
+            if not colon:
+                return False
+        return hmac.compare_digest(given.encode(), self.listen_token.encode())
+
     # --- HTTP: page -----------------------------------------------------------------------
 
     async def page(self, request: web.Request) -> web.Response:
@@ -262,6 +329,10 @@ class Server:
             refusal.headers["Retry-After"] = "10"
             return refusal
         resp = web.StreamResponse(headers=headers)
+        sock = request.transport.get_extra_info("socket") if request.transport else None
+        if sock is not None:
+            with contextlib.suppress(OSError):  # the client may have hung up already
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SNDBUF_BYTES)
         listener = stream.acquire().subscribe()
         inserter = IcyInserter(self.icy_metaint) if icy else None
         self._per_address[address] = self._per_address.get(address, 0) + 1
@@ -274,8 +345,9 @@ class Server:
                     break
                 if inserter is not None:
                     data = inserter.feed(data, self.nowplaying.track.text)
-                await resp.write(data)
-        except (ConnectionResetError, asyncio.CancelledError):
+                # A client that stops reading would block here forever, holding its slot.
+                await _write(request, resp, data, self.max_lag_s + 1.0)
+        except (ConnectionResetError, asyncio.CancelledError, TimeoutError):
             pass
         finally:
             listener.close()
@@ -344,9 +416,12 @@ class Server:
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
             return _error(413, f"body too large: at most {MAX_BODY_BYTES} bytes")
         try:
-            raw = await request.read()
+            async with asyncio.timeout(BODY_TIMEOUT_S):
+                raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return _error(413, f"body too large: at most {MAX_BODY_BYTES} bytes")
+        except TimeoutError:
+            return _error(408, f"the body did not arrive within {BODY_TIMEOUT_S:g} s")
         try:
             body = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
@@ -377,19 +452,21 @@ class Server:
         self._event_clients += 1
         try:
             await resp.prepare(request)
-            await resp.write(b"retry: 2000\n\n")
-            await resp.write(_sse("metadata", self.nowplaying.track.as_dict()))
-            await resp.write(self._status_event())
+            await _write(request, resp, b"retry: 2000\n\n" +
+                         _sse("metadata", self.nowplaying.track.as_dict()) +
+                         self._status_event(), EVENTS_STALL_S)
             next_status = time.monotonic() + STATUS_EVERY_S
             while not self._closing.is_set():
                 wait = max(next_status - time.monotonic(), 0.0)
                 try:
                     track = await asyncio.wait_for(queue.get(), wait)
-                    await resp.write(_sse("metadata", track.as_dict()))
                 except TimeoutError:
-                    await resp.write(self._status_event())
+                    await _write(request, resp, self._status_event(), EVENTS_STALL_S)
                     next_status = time.monotonic() + STATUS_EVERY_S
-        except (ConnectionResetError, asyncio.CancelledError):
+                else:
+                    await _write(request, resp, _sse("metadata", track.as_dict()),
+                                 EVENTS_STALL_S)
+        except (ConnectionResetError, asyncio.CancelledError, TimeoutError):
             pass
         finally:
             unwatch()
@@ -449,20 +526,89 @@ def _sse(event: str, data: dict[str, Any]) -> bytes:
 
 
 def _error(status: int, message: str) -> web.Response:
-    """A one-line plain-text error."""
+    """A one-line plain-text error (``nosniff``: it may quote the request)."""
     return web.Response(status=status, text=message + "\n",
-                        headers={"Cache-Control": NO_CACHE,
+                        headers={"Cache-Control": NO_CACHE, "X-Content-Type-Options": "nosniff",
                                  "Access-Control-Allow-Origin": "*"})
 
 
+async def _nosniff(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer, aiohttp's own errors too: browsers must not guess a type for it."""
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+
+
+async def _write(request: web.Request, resp: web.StreamResponse, data: bytes,
+                 stall_s: float) -> None:
+    """Write ``data``; if the client takes none of it for ``stall_s``, drop the connection
+    and raise TimeoutError."""
+    try:
+        async with asyncio.timeout(stall_s):
+            await resp.write(data)
+    except TimeoutError:
+        logger.debug("dropping %s: it read nothing for %g s", request.remote, stall_s)
+        if request.transport is not None:
+            request.transport.abort()
+        raise
+
+
+class _Site(web.TCPSite):
+    """A TCP site whose TLS handshake has to finish within ``handshake_timeout_s`` (asyncio's
+    default, 60 s, would let a client that never says hello hold a socket that long)."""
+
+    def __init__(self, runner: web.AppRunner, host: str | None, port: int, *,
+                 ssl_context: ssl.SSLContext | None, handshake_timeout_s: float) -> None:
+        super().__init__(runner, host, port, ssl_context=ssl_context)
+        self.handshake_timeout_s = handshake_timeout_s
+
+    async def start(self) -> None:
+        if self._ssl_context is None:
+            await super().start()
+            return
+        await web.BaseSite.start(self)  # registers the site with the runner
+        server = self._runner.server
+        assert server is not None
+        self._server = await asyncio.get_running_loop().create_server(
+            server, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog,
+            ssl_handshake_timeout=self.handshake_timeout_s)
+        sockets = self._server.sockets
+        self._bound_port = sockets[0].getsockname()[1] if sockets else self._port
+
+
+def raise_fd_limit(max_listeners: int) -> int:
+    """Raise the soft limit on open files towards what ``max_listeners`` needs (a socket per
+    listener and per event client, plus slack for connections being opened and closed):
+    desktops start programs with 1024, which ~500 listeners would exhaust. Returns the limit."""
+    want = 2 * max_listeners + 1024
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        return want if soft == resource.RLIM_INFINITY else soft
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < want:
+        logger.warning("open-file limit %d (hard) is below the %d that --max-listeners %d "
+                       "needs: raise it (ulimit -Hn, LimitNOFILE=) or lower --max-listeners",
+                       target, want, max_listeners)
+    return target
+
+
 async def serve(server: Server, host: str, port: int, stop: asyncio.Event,
-                tasks: Sequence[Callable[[asyncio.Event], Any]] = ()) -> None:
+                tasks: Sequence[Callable[[asyncio.Event], Any]] = (), *,
+                ssl_context: ssl.SSLContext | None = None,
+                header_timeout_s: float = HEADER_TIMEOUT_S) -> None:
     """Serve until ``stop`` is set; ``tasks`` are coroutine functions taking ``stop`` (e.g. the
-    song-tracker poller), run alongside and cancelled at the end."""
+    song-tracker poller), run alongside and cancelled at the end. With ``ssl_context``, HTTPS.
+    """
+    # aiohttp's keep-alive timer starts when a connection opens and is not reset by incoming
+    # bytes, so it also bounds how long a client may take to send its request headers.
+    raise_fd_limit(server.max_listeners)
     runner = web.AppRunner(server.app, access_log=None, handler_cancellation=True,
-                           shutdown_timeout=1.0)
+                           shutdown_timeout=1.0, keepalive_timeout=header_timeout_s,
+                           max_line_size=MAX_LINE_BYTES, max_field_size=MAX_FIELD_BYTES,
+                           max_headers=MAX_HEADERS)
     await runner.setup()
-    site = web.TCPSite(runner, host or None, port)
+    site = _Site(runner, host or None, port, ssl_context=ssl_context,
+                 handshake_timeout_s=header_timeout_s)
     try:
         await site.start()
     except OSError as err:
@@ -472,8 +618,9 @@ async def serve(server: Server, host: str, port: int, stop: asyncio.Event,
         raise DeviceError(f"cannot listen on {host or '*'}:{port}: {err.strerror} — is "
                           "another server running? choose another with --listen") from None
     server.start_audio(asyncio.get_running_loop())
-    logger.info("serving %s on http://%s:%d/ (streams: %s)", server.source.name,
-                host or "0.0.0.0", port, ", ".join(f"/stream.{f}" for f in server.streams))
+    logger.info("serving %s on %s://%s:%d/ (streams: %s)", server.source.name,
+                "https" if ssl_context else "http", host or "0.0.0.0", port,
+                ", ".join(f"/stream.{f}" for f in server.streams))
     running = [asyncio.create_task(task(stop)) for task in tasks]
     try:
         await stop.wait()
