@@ -583,18 +583,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_meta(args: argparse.Namespace) -> int:
+    import ssl
     import urllib.error
     import urllib.request
 
     from deskcast.http import token as token_file
+    from deskcast.http.client import local_serve
     from deskcast.http.nowplaying import split_artist_title
-    from deskcast.transport.sender import parse_hostport
 
     s = _settings(args, ["serve"])
     url = args.server
+    context = None
     if not url:
-        _host, port = parse_hostport(s.listen, 8000)
-        url = f"http://127.0.0.1:{port}"
+        # Our own serve: its port, and HTTPS trusting exactly its certificate when it has one.
+        local = local_serve(s.listen, s.tls_cert, s.listen_token)
+        url, context = local.base_url, local.ssl_context
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"--server {url!r} must be a URL like http://HOST:8000")
     token = args.token or s.token or token_file.read_token()
@@ -607,13 +610,18 @@ def cmd_meta(args: argparse.Namespace) -> int:
         url.rstrip("/") + "/api/metadata", data=body, method="POST",
         headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
     try:
-        with urllib.request.urlopen(request, timeout=10) as resp:
+        with urllib.request.urlopen(request, timeout=10, context=context) as resp:
             answer = json.loads(resp.read())
     except urllib.error.HTTPError as err:
         reason = err.read(300).decode("utf-8", "replace").strip() or err.reason
         raise DeskcastError(f"{url} refused the title (HTTP {err.code}): {reason}") from None
     except (urllib.error.URLError, OSError) as err:
         why = getattr(err, "reason", err)
+        if isinstance(why, ssl.SSLError):
+            trusted = (f"the certificate in serve.tls_cert ({s.tls_cert})" if context
+                       else "a certificate this system trusts")
+            raise DeskcastError(f"{url} answers with HTTPS, but not the certificate expected: "
+                                f"{why} — meta trusts {trusted}") from None
         raise DeskcastError(f"cannot reach {url}: {why} — is `deskcast serve` running? "
                             "(--server URL)") from None
     print(f"now playing: {answer['now_playing']['text'] or '(nothing)'}")
@@ -794,7 +802,7 @@ def _announced(receive: Callable[[argparse.Namespace], int]
 def cmd_daemon(args: argparse.Namespace) -> int:
     from deskcast.route import daemon
 
-    s = _settings(args, ["route", "hub"])
+    s = _settings(args, ["route", "hub", "serve"])
     for handler in logging.getLogger("deskcast").handlers:
         handler.setFormatter(logging.Formatter(
             "%(asctime)s deskcast[%(process)d]: %(levelname)s: %(message)s"))
@@ -802,7 +810,8 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         sink_name=s.sink_name, backend=s.backend, default_port=s.port, speakers=s.speakers,
         alsa_speakers=s.alsa_speakers, local_latency_ms=s.local_latency_ms,
         web_listen=s.web_listen, answer_timeout_s=s.answer_timeout_s,
-        restart_max_s=s.restart_max_s, config_path=args.config)
+        restart_max_s=s.restart_max_s, config_path=args.config,
+        serve_tls_cert=s.tls_cert, serve_listen_token=s.listen_token)
     daemon.run(cfg)
     return 0
 

@@ -375,3 +375,36 @@ def test_page_plays_over_https_with_the_listen_token_in_chromium(
         assert isinstance(played_s, float) and played_s >= 2.0, seen
         assert (page_state, conn, listeners) == ("playing", "connected", "1"), seen
     assert seen[2] == ["no token", 401], seen
+
+
+def test_meta_reaches_an_https_serve_with_a_listen_token_from_the_same_settings(
+        cli: Cli, tmp_path: Path) -> None:
+    """`deskcast meta` with serve's own config file: HTTPS pinned to serve's (self-signed)
+    certificate, and the title arrives; a certificate it was not told about is refused."""
+    cert, key = make_cert(tmp_path)
+    port = free_tcp_port()
+    config = tmp_path / "config.toml"
+    config.write_text(f'[serve]\nlisten = "127.0.0.1:{port}"\ntls_cert = "{cert}"\n'
+                      f'tls_key = "{key}"\nlisten_token = "{LISTEN_TOKEN}"\n'
+                      f'token = "{META_TOKEN}"\n')
+    server = cli.start("-v", "--config", str(config), "serve", "-s", "tone:1000", "-t", "15")
+    wait_for_line(server, "serving")
+    other, _ = make_cert(tmp_path, "other")
+    other_config = tmp_path / "other.toml"
+    other_config.write_text(config.read_text().replace(str(cert), str(other)))
+    try:
+        good = cli.run("--config", str(config), "meta", "Band - Song")
+        pinned_elsewhere = cli.run("--config", str(other_config), "meta", "x")
+        context = ssl.create_default_context(cafile=str(cert))
+        auth = base64.b64encode(f"x:{LISTEN_TOKEN}".encode()).decode()
+        request = urllib.request.Request(f"https://127.0.0.1:{port}/api/status",
+                                         headers={"Authorization": f"Basic {auth}"})
+        with urllib.request.urlopen(request, timeout=5, context=context) as resp:
+            status = json.loads(resp.read())
+    finally:
+        code, err = finish(server, timeout=25)
+    assert code == 0, err
+    assert good.returncode == 0, good.stderr.decode()
+    assert good.stdout.decode().strip() == "now playing: Band - Song"
+    assert status["now_playing"]["title"] == "Song"
+    assert "not the certificate" in one_error_line(pinned_elsewhere)

@@ -69,6 +69,9 @@ class RouteConfig:
     restart_max_s: float = 30.0
     config_path: str | None = None
     """Passed on to the children (``--config``) when the daemon was given one."""
+    serve_tls_cert: str | None = None
+    serve_listen_token: str | None = None
+    """The web leg's serve reads these from the same settings; its status check needs them."""
 
 
 @dataclass
@@ -395,15 +398,17 @@ class Daemon:
                                                 f"alsa:{self.cfg.alsa_speakers}", "-q"],
                               pool=self.pool)
         if t.kind == "web":
+            from deskcast.http.client import local_serve
             from deskcast.transport.sender import parse_hostport
 
             host, port = parse_hostport(self.cfg.web_listen, 8000)
-            probe = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
-            probe = f"[{probe}]" if ":" in probe else probe
-            page = f"http://{socket.gethostname() if not host else probe}:{port}/"
+            local = local_serve(self.cfg.web_listen, self.cfg.serve_tls_cert,
+                                self.cfg.serve_listen_token)
+            scheme = local.base_url.split(":", 1)[0]
+            page = (f"{scheme}://{socket.gethostname()}:{port}/" if not host
+                    else f"{local.base_url}/")
             return WebLeg(t.word, [*common, "serve", "--listen", self.cfg.web_listen,
-                                   "-s", source],
-                          f"http://{probe}:{port}/api/status", page, pool=self.pool)
+                                   "-s", source], local, page, pool=self.pool)
         stats = self.work_dir / f"send-{t.host}-{t.port}.json".replace("/", "_")
 
         def args_for(destination: str) -> list[str]:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from deskcast.errors import DeskcastError, DeviceError
+from deskcast.http.client import LocalServe
 
 logger = logging.getLogger(__name__)
 
@@ -390,10 +391,11 @@ def answer_state(stats: dict[str, Any], running_s: float, trx: bool, timeout_s: 
 class WebLeg(ProcessLeg):
     """``deskcast serve``; its listeners come from its own ``/api/status``."""
 
-    def __init__(self, word: str, args: list[str], status_url: str, page_url: str,
+    def __init__(self, word: str, args: list[str], serve: LocalServe, page_url: str,
                  pool: SparePool | None = None) -> None:
         super().__init__(word, "web", args, pool=pool)
-        self.status_url = status_url
+        self.serve = serve
+        self.status_url = f"{serve.base_url}/api/status"
         self.page_url = page_url
 
     external = False
@@ -424,7 +426,8 @@ class WebLeg(ProcessLeg):
         try:
             timeout = aiohttp.ClientTimeout(total=0.5)
             async with aiohttp.ClientSession(timeout=timeout) as session, \
-                    session.get(self.status_url) as resp:
+                    session.get(self.status_url, headers=self.serve.headers(),
+                                ssl=self.serve.ssl_context or True) as resp:
                 body = await resp.json()
         except (TimeoutError, aiohttp.ClientError, ValueError):
             return None
