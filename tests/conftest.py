@@ -37,6 +37,7 @@ if str(_HERE) not in sys.path:  # so `import rig` also works with --import-mode=
     sys.path.insert(0, str(_HERE))
 
 from rig import HUB, OUT, ServerKind, SoundServer  # noqa: E402
+from rig.icecast import icecast, icecast_session  # noqa: E402, F401  (private icecast2 fixtures)
 from rig.signals import speech_wav, tone, write_wav  # noqa: E402
 
 _KIND_BY_ID: dict[str, ServerKind] = {"pa": "pulseaudio", "pw": "pipewire"}

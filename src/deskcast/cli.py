@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
@@ -549,6 +549,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                            for c in listen_token)):
         raise ConfigError("--listen-token must be 1 to 256 printable characters without "
                           "spaces")
+    push: Any = None
+    icecast_fmt = ""
+    if s.icecast:
+        from deskcast.http.icecast import IcecastPush, IcecastTarget, format_for_mount
+
+        icecast_fmt, ctype = format_for_mount(IcecastTarget.parse(s.icecast).mount)
+        bitrate = s.mp3_bitrate if icecast_fmt == "mp3" else s.opus_bitrate
+        push = IcecastPush(s.icecast, content_type=ctype, name=s.stream_name,
+                           bitrate_kbps=bitrate, sample_rate=fmt.rate, channels=fmt.channels)
     source = make_source(s.source, fmt, fmt.frames_for_ms(s.block_ms), hub_name=s.sink_name,
                          buffer_ms=s.buffer_ms)
     with source:
@@ -567,12 +576,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 loop.add_signal_handler(sig, stop.set)
             if s.duration is not None:
                 loop.call_later(s.duration, stop.set)
-            tasks = []
+            tasks: list[Callable[[asyncio.Event], Awaitable[None]]] = []
             if s.tracker_url:
                 tasks.append(functools.partial(poll_tracker, server.nowplaying, s.tracker_url,
                                                field_map, s.tracker_interval_s))
             if s.mpris:
                 tasks.append(functools.partial(poll_mpris, server.nowplaying))
+            if push is not None:
+                tasks.append(_icecast_task(server, push, icecast_fmt))
             await serve(server, host, port, stop, tasks, ssl_context=ssl_context,
                         header_timeout_s=s.header_timeout_s)
 
@@ -580,6 +591,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if server.error is not None and isinstance(server.error, DeskcastError):
         raise server.error
     return 0
+
+
+def _icecast_task(server: Any, push: Any, fmt: str
+                  ) -> Callable[[Any], Awaitable[None]]:
+    """serve's background task pushing ``fmt`` to Icecast: a fresh subscription per
+    connection (Ogg starts with its headers), titles passed on, status in /api/status."""
+    import asyncio
+
+    server.status_providers["icecast"] = push.status
+    titles: set[asyncio.Task[Any]] = set()
+
+    def on_track(track: Any) -> None:
+        task = asyncio.ensure_future(push.set_title(track.text))
+        titles.add(task)
+        task.add_done_callback(titles.discard)
+
+    server.on_now_playing(on_track)
+    return lambda _stop: push.run(lambda: server.subscribe(fmt))
 
 
 def cmd_meta(args: argparse.Namespace) -> int:

@@ -199,6 +199,9 @@ OPTIONS: tuple[Option, ...] = (
            "after its last listener left (2 s: a reconnecting page finds it still running)",
            minimum=0, maximum=3600),
     Option("serve", "stream_name", str, "deskcast", "station name players show (icy-name)"),
+    Option("serve", "icecast", str, "", "also push the stream as a source to this Icecast "
+           "mount, which fans it out further: icecast://[source:]PASSWORD@HOST[:PORT]/MOUNT "
+           "(.mp3 mount: MP3, .opus/.ogg: Ogg/Opus; default: none)", metavar="URL"),
     Option("serve", "icy_metaint", int, 16000, "bytes of MP3 between ICY title blocks for "
            "players that ask for them (16000: ~1 s at 128 kbit/s, like Icecast)",
            minimum=256, maximum=1 << 20),
