@@ -291,7 +291,7 @@ TRX_DEFAULT = Pipeline("trx (defaults)", "trx")
 DESKCAST_DEFAULT = Pipeline("deskcast (defaults)", "deskcast")
 LOW_LATENCY = Pipeline(
     "deskcast low-latency", "deskcast",
-    tx=("--frame-ms", "5", "--block-ms", "5", "--buffer-ms", "10"),
+    tx=("--frame-ms", "5", "--buffer-ms", "10"),
     rx=("--jitter-ms", "5", "--jitter-min-ms", "2", "--buffer-ms", "20", "--block-ms", "5"),
 )
 """The lowest-latency settings that were as free of dropouts as trx at its defaults in
@@ -635,3 +635,41 @@ def print_footer(bs: BenchServer, ordered: Sequence[R],
             print(f"    failed run: {one_line(f)}")
         if per_config is not None:
             per_config(r)
+
+
+# --------------------------------------------------------------------------- #
+# for benchmarks without a sound server (bench/fanout.py)
+# --------------------------------------------------------------------------- #
+
+
+def package_version(name: str) -> str:
+    """The installed Debian package version of ``name`` ("?" if unknown)."""
+    return _package_version(name)
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory (VmRSS) of ``pid`` in MB (10^6 bytes); NaN if it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024 / 1e6
+    except (OSError, ValueError, IndexError):
+        pass
+    return math.nan
+
+
+def print_run_footer(loads: Sequence[MachineLoad],
+                     configs: Sequence[tuple[str, str, Sequence[str]]],
+                     extra: Sequence[str] = ()) -> None:
+    """:func:`print_footer` for scripts that run no PulseAudio: machine load, then for each
+    configuration (label, what ran, failed runs) its command line and failures, then ``extra``
+    lines."""
+    summary = load_summary(loads)
+    if summary:
+        print(summary)
+    for label, described, failures in configs:
+        print(f"  {label}: {described}")
+        for f in failures:
+            print(f"    failed run: {one_line(f)}")
+    for line in extra:
+        print(line)
