@@ -70,3 +70,75 @@ def test_stdout_sink_refuses_a_terminal() -> None:
 
     with pytest.raises(EndpointError, match="refusing to write raw audio to a terminal"):
         StdoutSink(parse("-", Direction.SINK), FMT, 480, stream=Tty()).open()
+
+
+def test_pulse_sink_drops_audio_at_real_time_until_it_is_back(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The sound server went away under a playing pulse sink: one warning, the audio is
+    dropped at real time (the pump must not spin), the stream is reopened, one line more."""
+    import contextlib
+
+    import pasimple
+
+    from deskcast import soundserver
+    from deskcast.capture.base import Pacer
+    from deskcast.capture.pulse import StreamKeeper
+    from deskcast.playback import pulse as pulse_sink
+
+    now = [0.0]
+    sleeps: list[float] = []
+
+    def sleep(s: float) -> None:
+        sleeps.append(s)
+        now[0] += s
+
+    streams: list[FakeStream] = []
+    refuse = [2]
+
+    class FakeStream:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            if refuse[0] and streams:
+                refuse[0] -= 1
+                raise pasimple.PaSimpleError("Error while creating stream: 6")
+            self.written: list[bytes] = []
+            self.dead = False
+            streams.append(self)
+
+        def write(self, data: bytes) -> None:
+            if self.dead:
+                raise pasimple.PaSimpleError("Could not write audio, error code: 11")
+            self.written.append(data)
+
+        def drain(self) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(pasimple, "PaSimple", FakeStream)
+    monkeypatch.setattr(soundserver, "connect", lambda: contextlib.nullcontext(None))
+    monkeypatch.setattr(soundserver, "sinks", lambda pulse, hub: [
+        soundserver.Device("out", "out")])
+    monkeypatch.setattr(pulse_sink, "Pacer",
+                        lambda rate: Pacer(rate, clock=lambda: now[0], sleep=sleep))
+    monkeypatch.setattr(StreamKeeper, "start_watch", lambda self, device: None)
+    sink = pulse_sink.PulseSink(parse("pulse:out", Direction.SINK), FMT, 480)
+    sink.keeper.clock = lambda: now[0]
+    sink.open()
+    try:
+        sink.write(ramp_block())
+        streams[0].dead = True
+        for i in range(250):  # 2.5 s
+            sink.write(ramp_block(480 * (i + 1)))
+    finally:
+        sink.close()
+    messages = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert messages[0] == ("pulse:out lost: the sound server closed the stream (was it "
+                           "restarted?); dropping audio and reconnecting")
+    assert messages[1].startswith("pulse:out is back after ") and len(messages) == 2
+    assert len(streams) == 2
+    dropped = 250 - len(streams[1].written)
+    # Tries after 0.25 s (refused), 0.5 s more (refused), 1 s more: back after 1.75 s.
+    assert dropped * 0.01 == pytest.approx(1.75, abs=0.015)
+    assert sum(sleeps) == pytest.approx((dropped - 1) * 0.01, abs=0.011)
+    assert streams[1].written[-1] == ramp_block(480 * 250).data

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -200,3 +201,173 @@ def test_stdin_source_blocks_and_pads(tmp_path: Path) -> None:
     assert [b.frames for b in blocks] == [480, 480, 480]
     assert blocks[-1].data[: 40 * 4] == b"\x01\x00" * 80
     assert set(blocks[-1].data[40 * 4:]) == {0}
+
+
+# --- pulse: surviving a restarted sound server or a removed device (fakes, no server) ----------
+
+class FakePaSimple:
+    """Stands in for pasimple.PaSimple; ``fail_after`` reads a stream dies."""
+
+    opened: ClassVar[list[FakePaSimple]] = []
+    refuse = 0
+    """Constructions still to fail (the server is not back yet)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        import pasimple
+
+        if FakePaSimple.refuse:
+            FakePaSimple.refuse -= 1
+            raise pasimple.PaSimpleError("Error while creating stream: 6")
+        self.device = kwargs["device_name"]
+        self.fail_after: int | None = None
+        self.reads = 0
+        FakePaSimple.opened.append(self)
+
+    def read(self, n: int) -> bytes:
+        import pasimple
+
+        if self.fail_after is not None and self.reads >= self.fail_after:
+            raise pasimple.PaSimpleError("Could not record audio, error code: 11")
+        self.reads += 1
+        return b"\x01" * n
+
+    def write(self, data: bytes) -> None:
+        self.read(len(data))
+
+    def drain(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_pulse(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """pasimple and the server look-ups faked; the silence pacer and the retry schedule run on
+    a fake clock. Returns the clock."""
+    import contextlib
+
+    import pasimple
+
+    from deskcast import soundserver
+    from deskcast.capture import pulse as pulse_source
+
+    clock = FakeClock()
+    FakePaSimple.opened = []
+    FakePaSimple.refuse = 0
+    monkeypatch.setattr(pasimple, "PaSimple", FakePaSimple)
+    monkeypatch.setattr(soundserver, "connect", lambda: contextlib.nullcontext(None))
+    dev = soundserver.Device("hub.monitor", "Monitor of hub", monitor_of="hub")
+    monkeypatch.setattr(soundserver, "sources", lambda pulse, hub: [dev])
+    monkeypatch.setattr(soundserver, "sinks", lambda pulse, hub: [
+        soundserver.Device("out", "out")])
+    monkeypatch.setattr(pulse_source, "Pacer",
+                        lambda rate: Pacer(rate, clock=clock, sleep=clock.sleep))
+    # The watcher thread talks to a real server: tested on its own below.
+    monkeypatch.setattr(pulse_source.StreamKeeper, "start_watch", lambda self, device: None)
+    return clock
+
+
+def test_pulse_source_survives_a_lost_stream(fake_pulse: FakeClock,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    from deskcast.capture.pulse import RETRY_FIRST_S, RETRY_MAX_S, PulseSource
+
+    clock = fake_pulse
+    src = PulseSource(parse("pulse:hub.monitor", Direction.SOURCE), FMT, 480, reconnect=True)
+    src.keeper.clock = clock
+    src.open()
+    try:
+        assert src.read().data == b"\x01" * 1920
+        FakePaSimple.opened[0].fail_after = 1  # the next read fails
+        FakePaSimple.refuse = 4  # the server needs a while
+        blocks = [src.read() for _ in range(600)]  # 6 s of audio
+    finally:
+        src.close()
+    lost = [r.getMessage() for r in caplog.records if "lost" in r.getMessage()]
+    back = [r.getMessage() for r in caplog.records if "is back" in r.getMessage()]
+    assert lost == ["pulse:hub.monitor lost: the sound server closed the stream (was it "
+                    "restarted?); capturing silence and reconnecting"]
+    assert len(back) == 1 and back[0].startswith("pulse:hub.monitor is back after ")
+    assert [b.pts for b in blocks] == [480 * (i + 1) for i in range(600)]  # no hole in time
+    silent = [i for i, b in enumerate(blocks) if b.data == bytes(1920)]
+    assert silent == list(range(silent[-1] + 1))
+    # Silence is paced at real time: 10 ms per block on the (fake) clock.
+    assert sum(clock.sleeps) == pytest.approx(0.01 * (len(silent) - 1), abs=0.011)
+    # Back off: 0.25, 0.5, 1, 2, 2 s (4 refusals, then success) = 5.75 s of silence.
+    waited = RETRY_FIRST_S + 2 * RETRY_FIRST_S + 4 * RETRY_FIRST_S + 2 * RETRY_MAX_S
+    assert len(silent) * 0.01 == pytest.approx(waited, abs=0.03)
+    assert all(b.data == b"\x01" * 1920 for b in blocks[silent[-1] + 1:])
+
+
+def test_pulse_source_without_reconnect_fails_as_before(fake_pulse: FakeClock) -> None:
+    from deskcast.capture.pulse import PulseSource
+    from deskcast.errors import DeviceError
+
+    src = PulseSource(parse("pulse:hub.monitor", Direction.SOURCE), FMT, 480, reconnect=False)
+    with src:
+        FakePaSimple.opened[0].fail_after = 0
+        with pytest.raises(DeviceError, match="closed the stream"):
+            src.read()
+
+
+class FakeStream:
+    def __init__(self, index: int, on: int, pid: int, media: str = "deskcast capture") -> None:
+        self.index, self.source, self.sink = index, on, on
+        self.proplist = {"media.name": media, "application.process.id": str(pid)}
+
+
+class FakeDevice:
+    def __init__(self, index: int, name: str) -> None:
+        self.index, self.name = index, name
+
+
+class FakeServer:
+    """What StreamKeeper.check asks pulsectl."""
+
+    def __init__(self) -> None:
+        import os
+
+        self.streams = [FakeStream(7, 2, os.getpid()), FakeStream(8, 1, 1)]
+        self.devices = [FakeDevice(1, "mic"), FakeDevice(2, "hub.monitor")]
+        self.moves: list[tuple[int, int]] = []
+
+    def source_output_list(self) -> list[FakeStream]:
+        return self.streams
+
+    def source_list(self) -> list[FakeDevice]:
+        return self.devices
+
+    def source_output_move(self, index: int, target: int) -> None:
+        self.moves.append((index, target))
+        next(s for s in self.streams if s.index == index).source = target
+
+
+def test_stream_moved_off_its_device_is_silenced_and_moved_back(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The server moved our capture to the microphone when the hub disappeared: its audio
+    must not be used; when the hub is back the stream is moved back."""
+    from typing import Any, cast
+
+    from deskcast.capture.pulse import StreamKeeper
+
+    keeper = StreamKeeper("source", "pulse:hub.monitor", "deskcast capture",
+                          "capturing silence")
+    keeper.device = "hub.monitor"
+    server = FakeServer()
+    pulse = cast(Any, server)
+    assert keeper.check(pulse) and keeper.usable
+    server.streams[0].source = 9  # being relinked (PipeWire): look again soon
+    assert not keeper.check(pulse) and keeper.usable
+    server.devices = [FakeDevice(1, "mic")]  # the hub is gone; we are on the mic now
+    server.streams[0].source = 1
+    assert keeper.check(pulse)
+    assert not keeper.usable and server.moves == []
+    server.devices.append(FakeDevice(5, "hub.monitor"))  # made again (a new index)
+    keeper.check(pulse)
+    assert server.moves == [(7, 5)]
+    assert keeper.check(pulse) and keeper.usable
+    assert [r.getMessage() for r in caplog.records] == [
+        "pulse:hub.monitor lost: the server moved the stream to mic; capturing silence and "
+        "reconnecting",
+        caplog.records[1].getMessage()]
+    assert caplog.records[1].getMessage().startswith("pulse:hub.monitor is back after ")

@@ -2,18 +2,34 @@
 
 Without a name it captures the desktop mix: the hub's monitor if the hub exists, else the
 monitor of the default sink ("what I am hearing"). Paced by the sound server's clock.
+
+**Reconnection.** Once open, a pulse stream survives its sound server: when the server goes
+away (restarted, crashed) or the device is removed, one warning says so, the source yields
+silence at real time (so a sender's stream or a server's listeners stay alive) and the stream
+is reopened with backoff; one more line says when it is back. A server that *moves* the stream
+to another device when ours disappears (PulseAudio and PipeWire both do) is caught by a watcher
+thread: the audio it delivers from the wrong device is replaced by silence (never send a
+microphone because the hub vanished) and the stream is moved back when the device returns.
+:class:`StreamKeeper` does this for both directions; the sink drops audio instead.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import Any
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Literal
 
 import pasimple
+import pulsectl
 
 from deskcast import soundserver
-from deskcast.capture.base import Source
+from deskcast.capture.base import Pacer, Source
 from deskcast.endpoints import Endpoint
+from deskcast.errors import DeskcastError
 from deskcast.media import AudioFormat, PcmBlock, SampleFormat
 
 logger = logging.getLogger(__name__)
@@ -24,26 +40,205 @@ PA_FORMATS = {
     SampleFormat.F32LE: pasimple.PA_SAMPLE_FLOAT32LE,
 }
 
+RETRY_FIRST_S = 0.25
+"""First reopen attempt after a lost stream; doubles while it fails ..."""
+RETRY_MAX_S = 2.0
+"""... up to this: a restarted server is back in well under a second, a removed device may
+take minutes; 2 s keeps the wait short without hammering a server that is starting."""
+WATCH_INTERVAL_S = 0.5
+"""How often the watcher checks that our stream is still on its device (a few ms of work);
+it also checks at once when the server announces a change of a stream or device ..."""
+RECHECK_S = 0.02
+"""... and again this soon while the stream is unlinked or elsewhere: a move is not always
+announced after the stream is linked to its new device (PipeWire)."""
+
+
+class StreamKeeper:
+    """Keeps one pasimple stream on its device: reopening with backoff after the server or
+    the device went away, and noticing (in a watcher thread) when the server moved the stream
+    elsewhere. The audio thread asks :attr:`usable` before it uses the stream's audio."""
+
+    def __init__(self, kind: Literal["source", "sink"], label: str, media_name: str,
+                 while_lost: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self.kind = kind
+        self.label = label
+        """What the messages call the device, e.g. ``pulse:hub.monitor``."""
+        self.media_name = media_name
+        self.while_lost = while_lost
+        """What happens meanwhile, for the warning (``capturing silence``)."""
+        self.device = ""
+        self.clock = clock
+        self.lost_at: float | None = None
+        self.losses = 0
+        self._retry_at = 0.0
+        self._retry_s = RETRY_FIRST_S
+        self._misrouted = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pulse: pulsectl.Pulse | None = None
+
+    @property
+    def usable(self) -> bool:
+        """Whether the stream is open and on its own device."""
+        return self.lost_at is None and not self._misrouted
+
+    # --- the audio thread -----------------------------------------------------------------
+
+    def lose(self, reason: str) -> None:
+        """The stream failed (or was moved off the device): say so once, schedule a reopen."""
+        if self.lost_at is None:
+            self.lost_at = self.clock()
+            self.losses += 1
+            logger.warning("%s lost: %s; %s and reconnecting", self.label, reason,
+                           self.while_lost)
+        self._retry_s = RETRY_FIRST_S
+        self._retry_at = self.clock() + self._retry_s
+
+    def retry_due(self) -> bool:
+        return self.clock() >= self._retry_at
+
+    def failed(self, reason: str) -> None:
+        """A reopen attempt failed: try again later (backoff)."""
+        self._retry_s = min(RETRY_MAX_S, self._retry_s * 2)
+        self._retry_at = self.clock() + self._retry_s
+        logger.debug("%s: reopen failed (%s); next try in %.2f s", self.label, reason,
+                     self._retry_s)
+
+    def back(self, resumed: str, *, reopened: bool = False) -> None:
+        """Working again; ``reopened``: on a fresh stream, opened on the device by name."""
+        if reopened:
+            self._misrouted = False
+        if self.lost_at is not None:
+            logger.warning("%s is back after %.1f s: %s", self.label,
+                           self.clock() - self.lost_at, resumed)
+        self.lost_at = None
+        self._retry_s = RETRY_FIRST_S
+
+    # --- the watcher ----------------------------------------------------------------------
+
+    def start_watch(self, device: str) -> None:
+        self.device = device
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._watch, name="deskcast-pulse-watch",
+                                            daemon=True)
+            self._thread.start()
+
+    def stop_watch(self) -> None:
+        self._stop.set()
+        pulse = self._pulse
+        if pulse is not None:
+            with contextlib.suppress(pulsectl.PulseError):
+                pulse.event_listen_stop()  # wake it now, not at the end of its wait
+        if self._thread is not None:
+            self._thread.join(2.0)
+            self._thread = None
+
+    def _watch(self) -> None:
+        """Check at once whenever a stream of our kind changes (the server announces a move),
+        and every WATCH_INTERVAL_S anyway."""
+        pulse: pulsectl.Pulse | None = None
+
+        def on_event(_: object) -> None:
+            raise pulsectl.PulseLoopStop
+
+        try:
+            while not self._stop.is_set():
+                try:
+                    if pulse is None:
+                        pulse = pulsectl.Pulse("deskcast-watch", connect=False)
+                        pulse.connect()
+                        pulse.event_mask_set(*(("source_output", "source")
+                                               if self.kind == "source"
+                                               else ("sink_input", "sink")))
+                        pulse.event_callback_set(on_event)
+                        self._pulse = pulse
+                    settled = self.check(pulse)
+                    pulse.event_listen(timeout=WATCH_INTERVAL_S if settled else RECHECK_S)
+                except (pulsectl.PulseError, pulsectl.PulseDisconnected) as err:  # server gone
+                    logger.debug("%s: watcher: %s", self.label, err)
+                    self._pulse = None
+                    if pulse is not None:
+                        pulse.close()
+                    pulse = None
+                    self._stop.wait(WATCH_INTERVAL_S)
+        finally:
+            self._pulse = None
+            if pulse is not None:
+                pulse.close()
+
+    def check(self, pulse: pulsectl.Pulse) -> bool:
+        """One look: is our stream on its device? If not, mark it and move it back when the
+        device exists again. False while the stream is not linked (look again soon)."""
+        if self.kind == "source":
+            streams = pulse.source_output_list()
+            devices = {d.index: d.name for d in pulse.source_list()}
+        else:
+            streams = pulse.sink_input_list()
+            devices = {d.index: d.name for d in pulse.sink_list()}
+        pid = str(os.getpid())
+        ours = [s for s in streams if s.proplist.get("media.name") == self.media_name
+                and s.proplist.get("application.process.id") == pid]
+        if len(ours) != 1:
+            return True  # being reopened: the audio thread deals with it
+        stream = ours[0]
+        on = devices.get(stream.source if self.kind == "source" else stream.sink)
+        if on is None:
+            return False  # PipeWire lists a stream a moment before (re)linking it
+        if on == self.device:
+            if self._misrouted:
+                self._misrouted = False
+                self.back("the stream was moved back to it")
+            return True
+        if not self._misrouted:
+            self._misrouted = True
+            self.lose(f"the server moved the stream to {on}")
+        target = next((i for i, name in devices.items() if name == self.device), None)
+        if target is not None:
+            if self.kind == "source":
+                pulse.source_output_move(stream.index, target)
+            else:
+                pulse.sink_input_move(stream.index, target)
+        return True
+
+
+def lost_reason(err: Exception) -> str:
+    """Why a pasimple stream failed, for the "lost" warning."""
+    return str(soundserver.pa_error(err, "stream")).removeprefix("stream: ")
+
 
 class PulseSource(Source):
     clocked = True
 
     def __init__(self, endpoint: Endpoint, fmt: AudioFormat, block_frames: int,
-                 hub_name: str = "deskcast") -> None:
+                 hub_name: str = "deskcast", *,
+                 reconnect: bool = True) -> None:
         super().__init__(endpoint, fmt, block_frames)
         self.hub_name = hub_name
         self.device = endpoint.target
         self.description = ""
         self.monitor_of: str | None = None
         """The sink this source is the monitor of, if it is one."""
+        self.reconnect = reconnect
+        """Survive a restarted server or a removed device (see the module docstring)."""
+        self.keeper = StreamKeeper("source", self.name, "deskcast capture",
+                                   "capturing silence")
         self._stream: Any = None
         self._pts = 0
+        self._silence_pacer: Pacer | None = None
+        self._silence_from = 0
 
     @property
     def name(self) -> str:
         return f"pulse:{self.device}" if self.device else "pulse"
 
     def open(self) -> None:
+        self._connect()
+        logger.info("capturing %s (%s) at %s", self.name, self.description, self.fmt)
+        if self.reconnect:
+            self.keeper.label = self.name
+            self.keeper.start_watch(self.device)
+
+    def _connect(self) -> None:
         with soundserver.connect() as pulse:
             if not self.device:
                 self.device = soundserver.desktop_monitor(pulse, self.hub_name)
@@ -55,23 +250,55 @@ class PulseSource(Source):
         try:
             self._stream = pasimple.PaSimple(
                 pasimple.PA_STREAM_RECORD, PA_FORMATS[self.fmt.sample], self.fmt.channels,
-                self.fmt.rate, app_name="deskcast", stream_name="deskcast capture",
+                self.fmt.rate, app_name="deskcast", stream_name=self.keeper.media_name,
                 device_name=self.device, fragsize=self.block_bytes,
             )
         except pasimple.PaSimpleError as err:
             raise soundserver.pa_error(err, f"cannot capture from {self.name}") from None
-        logger.info("capturing %s (%s) at %s", self.name, self.description, self.fmt)
 
     def read(self) -> PcmBlock:
-        try:
-            data = self._stream.read(self.block_bytes)
-        except pasimple.PaSimpleError as err:
-            raise soundserver.pa_error(err, f"capture from {self.name} failed") from None
+        keeper = self.keeper
+        if self._stream is None and keeper.retry_due():
+            try:
+                self._connect()
+            except DeskcastError as err:
+                keeper.failed(str(err))
+            else:
+                keeper.back("capturing again", reopened=True)
+                self._silence_pacer = None
+        if self._stream is not None:
+            try:
+                data = self._stream.read(self.block_bytes)
+            except pasimple.PaSimpleError as err:
+                if not self.reconnect:
+                    raise soundserver.pa_error(err, f"capture from {self.name} failed"
+                                               ) from None
+                self._drop_stream()
+                keeper.lose(lost_reason(err))
+            else:
+                if not keeper.usable:
+                    data = bytes(len(data))  # the server moved us: not our device's audio
+                return self._block(data)
+        # Lost: silence at real time, so whoever reads us keeps going.
+        if self._silence_pacer is None:
+            self._silence_pacer = Pacer(self.fmt.rate)
+            self._silence_from = self._pts
+        self._silence_pacer.wait(self._pts - self._silence_from)
+        return self._block(bytes(self.block_bytes))
+
+    def _block(self, data: bytes) -> PcmBlock:
         block = PcmBlock(data, self.fmt, self._pts)
         self._pts += self.block_frames
         return block
 
+    def _drop_stream(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            try:
+                stream.close()
+            except pasimple.PaSimpleError as err:
+                logger.debug("closing the failed stream of %s: %s", self.name, err)
+
     def close(self) -> None:
-        if self._stream is not None:
-            self._stream.close()
-            self._stream = None
+        self.keeper.stop_watch()
+        self._drop_stream()
