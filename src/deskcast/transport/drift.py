@@ -67,9 +67,10 @@ class DriftController:
         self.relax_ppm = relax_ppm
         """How fast audio added by the jitter buffer's steps is played out again (500 ppm:
         20 ms in 40 s, a quarter of the pitch change anyone could hear)."""
-        self.relax_after_s = 10.0
+        self.relax_after_s = 60.0
         """... once no step came for this long (a network that was late once is often
-        late again soon: keep the margin for a while)."""
+        late again soon: keep the margin for a while; with a late burst every 20 s, 10 s here
+        ran the buffer dry at every third burst in simulation)."""
         self._since_step = 0.0
 
     @property
