@@ -497,6 +497,55 @@ def test_hub_lost_and_made_again(pa_only: SoundServer, route: Route, tmp_path: P
             app.communicate(timeout=10)
 
 
+def test_hub_lost_under_a_host_route_is_made_again(pa_only: SoundServer, route: Route,
+                                                   cli: Cli, tmp_path: Path) -> None:
+    """With only a host leg (whose `send` waits for its device instead of dying), a hub the
+    sound server lost is made again by the daemon's watch, and the receiver hears the apps
+    again: nobody has to touch the route."""
+    pa = pa_only
+    port = free_port_pair()
+    rx = cli.start("receive", f":{port}", "-o", "pulse:out", "-q")
+    apps: list[subprocess.Popen[bytes]] = []
+    try:
+        route(f"127.0.0.1:{port}")
+        apps = start_apps(pa, tmp_path, 30.0)
+        with Recorder(pa, "out.monitor", linger=0) as remote:
+            assert onset_s(remote, remote.mark(), timeout=5.0) is not None
+            hub_module = next(int(line.split()[0]) for line in
+                              pa.pactl("list", "short", "modules").splitlines()
+                              if "sink_name=deskcast" in line)
+            pa.unload_module(hub_module)
+            t_lost = time.monotonic()
+            deadline = t_lost + 5
+            while "deskcast" not in pa.sinks():
+                assert time.monotonic() < deadline, "the daemon did not make the hub again"
+                time.sleep(0.05)
+            remade_s = time.monotonic() - t_lost
+            # The apps are back on the hub (while it was gone they played elsewhere), so
+            # what `out` hears from now on came through send and receive.
+            while len([i for i in pa.sink_inputs() if i["sink"] == "deskcast"
+                       and i["application"] != "deskcast"]) < len(apps):
+                assert time.monotonic() < deadline + 3, pa.sink_inputs()
+                time.sleep(0.05)
+            mark = remote.mark()
+            back = onset_s(remote, mark, timeout=5.0)
+            assert back is not None, "no sound at the receiver after the hub came back"
+            time.sleep(0.5)
+            heard = tail(remote, 0.3)
+        print(f"\nhub made again {remade_s:.2f} s after it was lost; sound back after "
+              f"another {back:.2f} s")
+        assert dominant_frequency(heard, RATE) == pytest.approx(FREQ, abs=2.0)
+        assert route()["legs"][0]["restarts"] == 0  # nothing had to die for this
+        for app in apps:
+            assert app.poll() is None
+    finally:
+        for app in apps:
+            app.terminate()
+            app.communicate(timeout=10)
+        rx.terminate()
+        rx.communicate(timeout=10)
+
+
 def test_two_commands_start_one_daemon(pa_only: SoundServer, route: Route) -> None:
     """Two `route` commands at once with no daemon: one daemon starts, both get an answer."""
     procs = [subprocess.Popen([*_deskcast(), "route", "--json", word], env=route.env,

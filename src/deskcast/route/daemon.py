@@ -294,7 +294,12 @@ class Daemon:
                         self.monitor)
             if ready is not None:
                 ready()
+            watch = asyncio.create_task(self._watch_hub()) if self.backend == "pulse" else None
             await self._stop.wait()
+            if watch is not None:
+                watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watch
         finally:
             if server is not None:
                 server.close()
@@ -381,6 +386,20 @@ class Daemon:
                            self.cfg.sink_name)
             self.monitor = await asyncio.to_thread(ensure_pulse_hub, self.cfg.sink_name)
 
+    async def _watch_hub(self) -> None:
+        """Legs reconnect by themselves when the sound server restarts, but only to a hub
+        that exists again: while any leg runs, make the hub again once the server is back."""
+        while True:
+            await asyncio.sleep(HUB_WATCH_S)
+            if not self.legs:
+                continue
+            try:
+                await self._hub_check()
+            except DeskcastError as err:  # removed on purpose, or the server is still away
+                logger.debug("hub watch: %s", err)
+            except Exception as err:
+                logger.debug("hub watch: the sound server did not answer: %s", err)
+
     async def _stop_legs(self, targets: list[Target]) -> None:
         sups = [self.legs.pop(t) for t in targets if t in self.legs]
         if sups:
@@ -464,6 +483,10 @@ class Daemon:
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
+
+
+HUB_WATCH_S = 1.0
+"""How often the daemon checks that the hub still exists while legs run."""
 
 
 def _hub_exists(sink_name: str) -> bool:
