@@ -104,6 +104,18 @@ class StreamKeeper:
         logger.debug("%s: reopen failed (%s); next try in %.2f s", self.label, reason,
                      self._retry_s)
 
+    def reopen(self, connect: Callable[[], None], resumed: str) -> bool:
+        """If a reopen is due, try ``connect()``: True once it worked (and said so)."""
+        if not self.retry_due():
+            return False
+        try:
+            connect()
+        except DeskcastError as err:
+            self.failed(str(err))
+            return False
+        self.back(resumed, reopened=True)
+        return True
+
     def back(self, resumed: str, *, reopened: bool = False) -> None:
         """Working again; ``reopened``: on a fresh stream, opened on the device by name."""
         if reopened:
@@ -201,6 +213,15 @@ class StreamKeeper:
         return True
 
 
+def close_stream(stream: pasimple.PaSimple | None, name: str) -> None:
+    """Close a (possibly failed) stream, quietly."""
+    if stream is not None:
+        try:
+            stream.close()
+        except pasimple.PaSimpleError as err:
+            logger.debug("closing the failed stream of %s: %s", name, err)
+
+
 def lost_reason(err: Exception) -> str:
     """Why a pasimple stream failed, for the "lost" warning."""
     return str(soundserver.pa_error(err, "stream")).removeprefix("stream: ")
@@ -258,14 +279,8 @@ class PulseSource(Source):
 
     def read(self) -> PcmBlock:
         keeper = self.keeper
-        if self._stream is None and keeper.retry_due():
-            try:
-                self._connect()
-            except DeskcastError as err:
-                keeper.failed(str(err))
-            else:
-                keeper.back("capturing again", reopened=True)
-                self._silence_pacer = None
+        if self._stream is None and keeper.reopen(self._connect, "capturing again"):
+            self._silence_pacer = None
         if self._stream is not None:
             try:
                 data = self._stream.read(self.block_bytes)
@@ -293,11 +308,7 @@ class PulseSource(Source):
 
     def _drop_stream(self) -> None:
         stream, self._stream = self._stream, None
-        if stream is not None:
-            try:
-                stream.close()
-            except pasimple.PaSimpleError as err:
-                logger.debug("closing the failed stream of %s: %s", self.name, err)
+        close_stream(stream, self.name)
 
     def close(self) -> None:
         self.keeper.stop_watch()

@@ -18,9 +18,8 @@ import pasimple
 
 from deskcast import soundserver
 from deskcast.capture.base import Pacer
-from deskcast.capture.pulse import PA_FORMATS, StreamKeeper, lost_reason
+from deskcast.capture.pulse import PA_FORMATS, StreamKeeper, close_stream, lost_reason
 from deskcast.endpoints import Endpoint
-from deskcast.errors import DeskcastError
 from deskcast.media import AudioFormat, PcmBlock
 from deskcast.playback.base import Sink
 
@@ -83,14 +82,8 @@ class PulseSink(Sink):
 
     def write(self, block: PcmBlock) -> None:
         keeper = self.keeper
-        if self._stream is None and keeper.retry_due():
-            try:
-                self._connect()
-            except DeskcastError as err:
-                keeper.failed(str(err))
-            else:
-                keeper.back("playing again", reopened=True)
-                self._drop_pacer = None
+        if self._stream is None and keeper.reopen(self._connect, "playing again"):
+            self._drop_pacer = None
         if self._stream is not None:
             data = block.data if keeper.usable else bytes(len(block.data))
             try:
@@ -111,11 +104,7 @@ class PulseSink(Sink):
 
     def _drop_stream(self) -> None:
         stream, self._stream = self._stream, None
-        if stream is not None:
-            try:
-                stream.close()
-            except pasimple.PaSimpleError as err:
-                logger.debug("closing the failed stream of %s: %s", self.name, err)
+        close_stream(stream, self.name)
 
     def close(self) -> None:
         self.keeper.stop_watch()
