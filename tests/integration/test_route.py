@@ -219,13 +219,10 @@ def web_audio(port: int, seconds: float = 0.6, timeout: float = 3.0
 def start_apps(pa: SoundServer, tmp_path: Path, seconds: float) -> list[subprocess.Popen[bytes]]:
     wav = write_wav(tmp_path / "long.wav", tone(FREQ, seconds, level_db=-15.0), RATE)
     wav2 = write_wav(tmp_path / "long2.wav", tone(APLAY_FREQ, seconds, level_db=-21.0), RATE)
-    apps = [subprocess.Popen(["paplay", str(wav)], stdin=subprocess.DEVNULL,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=pa.env)]
-    if shutil.which("aplay"):
-        apps.append(subprocess.Popen(["aplay", "-q", "-D", "pulse", str(wav2)],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, env=pa.env))
-    return apps
+    # paplay and an ALSA client through the pulse plugin (alsa-utils is a run-time package).
+    return [subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, env=pa.env)
+            for cmd in (["paplay", str(wav)], ["aplay", "-q", "-D", "pulse", str(wav2)])]
 
 
 def test_many_switches(pa: SoundServer, route: Route, cli: Cli, tmp_path: Path) -> None:
