@@ -221,6 +221,7 @@ class FakePaSimple:
         self.device = kwargs["device_name"]
         self.fail_after: int | None = None
         self.reads = 0
+        self.closed = False
         FakePaSimple.opened.append(self)
 
     def read(self, n: int) -> bytes:
@@ -238,7 +239,7 @@ class FakePaSimple:
         pass
 
     def close(self) -> None:
-        pass
+        self.closed = True
 
 
 @pytest.fixture
@@ -342,10 +343,11 @@ class FakeServer:
         next(s for s in self.streams if s.index == index).source = target
 
 
-def test_stream_moved_off_its_device_is_silenced_and_moved_back(
+def test_stream_moved_off_its_device_is_silenced_and_reopened_when_it_returns(
         caplog: pytest.LogCaptureFixture) -> None:
     """The server moved our capture to the microphone when the hub disappeared: its audio
-    must not be used; when the hub is back the stream is moved back."""
+    must not be used; when the hub is back the audio thread is asked to reopen the stream on
+    it (a fresh stream, not a move: PipeWire reports a move before its links follow)."""
     from typing import Any, cast
 
     from deskcast.capture.pulse import StreamKeeper
@@ -361,13 +363,67 @@ def test_stream_moved_off_its_device_is_silenced_and_moved_back(
     server.devices = [FakeDevice(1, "mic")]  # the hub is gone; we are on the mic now
     server.streams[0].source = 1
     assert keeper.check(pulse)
-    assert not keeper.usable and server.moves == []
+    assert not keeper.usable and not keeper.take_reopen()
     server.devices.append(FakeDevice(5, "hub.monitor"))  # made again (a new index)
-    keeper.check(pulse)
-    assert server.moves == [(7, 5)]
+    assert not keeper.check(pulse)  # look again soon: the reopen is pending
+    assert not keeper.usable and server.moves == []
+    assert keeper.take_reopen() and keeper.retry_due() and not keeper.take_reopen()
+    keeper.back("capturing again", reopened=True)
+    assert keeper.usable
+    server.streams[0].source = 5
     assert keeper.check(pulse) and keeper.usable
     assert [r.getMessage() for r in caplog.records] == [
         "pulse:hub.monitor lost: the server moved the stream to mic; capturing silence and "
         "reconnecting",
         caplog.records[1].getMessage()]
     assert caplog.records[1].getMessage().startswith("pulse:hub.monitor is back after ")
+
+
+def test_stream_put_back_by_the_server_itself_is_still_reopened() -> None:
+    """A server that relinks the stream to the returning device by itself: the stream is
+    reopened all the same, since only a fresh stream is sure to be linked to it alone; a look
+    taken before that reopen and answered after it is not acted on."""
+    from typing import Any, cast
+
+    from deskcast.capture.pulse import StreamKeeper
+
+    keeper = StreamKeeper("source", "pulse:hub.monitor", "deskcast capture",
+                          "capturing silence")
+    keeper.device = "hub.monitor"
+    server = FakeServer()
+    pulse = cast(Any, server)
+    server.devices = [FakeDevice(1, "mic")]
+    server.streams[0].source = 1
+    keeper.check(pulse)
+    server.devices.append(FakeDevice(5, "hub.monitor"))
+    server.streams[0].source = 5  # relinked by the server
+    keeper.check(pulse)
+    assert not keeper.usable and keeper.take_reopen()
+
+    class Racing(FakeServer):
+        def source_list(self) -> list[FakeDevice]:
+            keeper.back("capturing again", reopened=True)  # the audio thread, meanwhile
+            return [FakeDevice(1, "mic")]
+
+    racing = Racing()
+    racing.streams[0].source = 1
+    assert keeper.check(cast(Any, racing)) and keeper.usable
+
+
+def test_pulse_source_reopens_on_its_device_when_the_watcher_asks(
+        fake_pulse: FakeClock) -> None:
+    from deskcast.capture.pulse import PulseSource
+
+    src = PulseSource(parse("pulse:hub.monitor", Direction.SOURCE), FMT, 480, reconnect=True)
+    src.keeper.clock = fake_pulse
+    src.open()
+    try:
+        src.keeper.lose("the server moved the stream to mic")
+        src.keeper._misrouted = True
+        assert src.read().data == bytes(1920)  # the wrong device's audio is not used
+        src.keeper._reopen_wanted = True
+        block = src.read()
+    finally:
+        src.close()
+    assert len(FakePaSimple.opened) == 2 and FakePaSimple.opened[0].closed
+    assert block.data == b"\x01" * 1920 and src.keeper.usable

@@ -9,7 +9,11 @@ silence at real time (so a sender's stream or a server's listeners stay alive) a
 is reopened with backoff; one more line says when it is back. A server that *moves* the stream
 to another device when ours disappears (PulseAudio and PipeWire both do) is caught by a watcher
 thread: the audio it delivers from the wrong device is replaced by silence (never send a
-microphone because the hub vanished) and the stream is moved back when the device returns.
+microphone because the hub vanished) and the stream is opened again on its device when that
+returns. Reopened rather than moved back: PipeWire reports a moved stream on its new device a
+moment before the links follow, so audio of the wrong device could pass as ours (seen in CI:
+half a second of the other sink's tone after the move), while a fresh stream is linked to the
+device it names and to nothing else.
 :class:`StreamKeeper` does this for both directions; the sink drops audio instead.
 """
 
@@ -73,6 +77,10 @@ class StreamKeeper:
         self._retry_at = 0.0
         self._retry_s = RETRY_FIRST_S
         self._misrouted = False
+        self._reopen_wanted = False
+        """Set by the watcher: the device is back, the audio thread should reopen on it."""
+        self._generation = 0
+        """Counts reopened streams, so that a look taken before a reopen is not acted on."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pulse: pulsectl.Pulse | None = None
@@ -93,6 +101,16 @@ class StreamKeeper:
                            self.while_lost)
         self._retry_s = RETRY_FIRST_S
         self._retry_at = self.clock() + self._retry_s
+
+    def take_reopen(self) -> bool:
+        """Whether the watcher found our device back while the stream is elsewhere: the audio
+        thread then closes the stream and reopens it on the device (a reopen is due at once)."""
+        if not self._reopen_wanted:
+            return False
+        self._reopen_wanted = False
+        self._retry_s = RETRY_FIRST_S
+        self._retry_at = self.clock()
+        return True
 
     def retry_due(self) -> bool:
         return self.clock() >= self._retry_at
@@ -119,7 +137,9 @@ class StreamKeeper:
     def back(self, resumed: str, *, reopened: bool = False) -> None:
         """Working again; ``reopened``: on a fresh stream, opened on the device by name."""
         if reopened:
+            self._generation += 1
             self._misrouted = False
+            self._reopen_wanted = False
         if self.lost_at is not None:
             logger.warning("%s is back after %.1f s: %s", self.label,
                            self.clock() - self.lost_at, resumed)
@@ -179,8 +199,10 @@ class StreamKeeper:
                 pulse.close()
 
     def check(self, pulse: pulsectl.Pulse) -> bool:
-        """One look: is our stream on its device? If not, mark it and move it back when the
-        device exists again. False while the stream is not linked (look again soon)."""
+        """One look: is our stream on its device? If not, mark it (its audio is not used) and
+        ask the audio thread to reopen it once the device exists again. False while the
+        stream is not linked (look again soon)."""
+        generation = self._generation
         if self.kind == "source":
             streams = pulse.source_output_list()
             devices = {d.index: d.name for d in pulse.source_list()}
@@ -190,27 +212,22 @@ class StreamKeeper:
         pid = str(os.getpid())
         ours = [s for s in streams if s.proplist.get("media.name") == self.media_name
                 and s.proplist.get("application.process.id") == pid]
-        if len(ours) != 1:
+        if len(ours) != 1 or generation != self._generation:
             return True  # being reopened: the audio thread deals with it
         stream = ours[0]
         on = devices.get(stream.source if self.kind == "source" else stream.sink)
         if on is None:
             return False  # PipeWire lists a stream a moment before (re)linking it
-        if on == self.device:
-            if self._misrouted:
-                self._misrouted = False
-                self.back("the stream was moved back to it")
-            return True
         if not self._misrouted:
+            if on == self.device:
+                return True
             self._misrouted = True
             self.lose(f"the server moved the stream to {on}")
-        target = next((i for i, name in devices.items() if name == self.device), None)
-        if target is not None:
-            if self.kind == "source":
-                pulse.source_output_move(stream.index, target)
-            else:
-                pulse.sink_input_move(stream.index, target)
-        return True
+        # Also when the server has put it back by itself: only a fresh stream is sure to be
+        # linked to our device alone.
+        if self.device in devices.values():
+            self._reopen_wanted = True
+        return not self._reopen_wanted
 
 
 def close_stream(stream: pasimple.PaSimple | None, name: str) -> None:
@@ -279,6 +296,8 @@ class PulseSource(Source):
 
     def read(self) -> PcmBlock:
         keeper = self.keeper
+        if self._stream is not None and keeper.take_reopen():
+            self._drop_stream()
         if self._stream is None and keeper.reopen(self._connect, "capturing again"):
             self._silence_pacer = None
         if self._stream is not None:

@@ -82,6 +82,8 @@ class PulseSink(Sink):
 
     def write(self, block: PcmBlock) -> None:
         keeper = self.keeper
+        if self._stream is not None and keeper.take_reopen():
+            self._drop_stream()
         if self._stream is None and keeper.reopen(self._connect, "playing again"):
             self._drop_pacer = None
         if self._stream is not None:
