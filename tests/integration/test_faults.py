@@ -34,7 +34,7 @@ from deskcast.transport.rtp import RtpPacket
 from rig import HUB, OUT, SoundServer
 from rig.capture import Recorder
 from rig.netem import Impairment, ImpairmentProxy
-from rig.signals import dominant_frequency, level_db, read_wav
+from rig.signals import dominant_frequency, level_db, read_wav, tone_level_db
 
 from .conftest import Cli, free_port_pair
 
@@ -471,7 +471,7 @@ def test_source_device_removed_and_added_again(own_server: RestartableServer, cl
     first = onset(x, rx.frame_at(t_back))
     assert first is not None, "no sound after the device came back"
     resumed_s = rx.time_of(first) - t_back
-    after = x[first + RATE // 10: first + RATE // 10 + RATE // 2]
+    after = x[first + RATE // 4: first + RATE // 4 + RATE // 2]
     leaked_ms = 1000 * BLOCK * int(np.sum(block_levels(during) >= SOUND_DB)) / RATE
     print(f"MEASURED device removed: {leaked_ms:.0f} ms of sound while gone, level "
           f"{level_db(during):.0f} dBFS; sound {resumed_s:.2f} s after it was back")
@@ -481,7 +481,11 @@ def test_source_device_removed_and_added_again(own_server: RestartableServer, cl
     assert dominant_frequency(before, RATE) == pytest.approx(660.0, abs=1.0)
     assert leaked_ms <= 50
     assert resumed_s < 1.5
-    assert dominant_frequency(after, RATE) == pytest.approx(660.0, abs=1.0)
+    # The hub's tone, and nothing of the other device's. 2 Hz rather than the 1 Hz of steady
+    # tones: after the gap the receiver's drift correction may resample by up to 2 per mille
+    # (1.3 Hz at 660 Hz) while it settles.
+    assert dominant_frequency(after, RATE) == pytest.approx(660.0, abs=2.0)
+    assert tone_level_db(after, 440.0, RATE) < tone_level_db(after, 660.0, RATE) - 30
     lost_and_back(tx, "pulse:hub.monitor")
     lost_and_back(player, "pulse:hub")
     for log in procs:

@@ -282,6 +282,19 @@ def dominant_frequency(
     return float((k + shift) * rate / nfft)
 
 
+def tone_level_db(x: npt.ArrayLike, freq: float, rate: int) -> float:
+    """Level (dBFS, as an RMS) of the sine component at ``freq`` alone: the Hann-windowed
+    projection of the mono signal onto that frequency. A full-scale sine gives -3 dBFS; other
+    tones more than a few bins away (``rate / len(x)``) barely count."""
+    m = to_mono(x)
+    if m.size == 0:
+        return SILENCE_DB
+    window = np.hanning(m.size)
+    t = np.arange(m.size) / rate
+    amplitude = 2.0 * abs(np.sum(m * window * np.exp(-2j * np.pi * freq * t))) / window.sum()
+    return 20.0 * math.log10(max(amplitude / math.sqrt(2.0), _TINY))
+
+
 def _xcorr(reference: Audio, recording: Audio) -> tuple[npt.NDArray[np.float64], int]:
     """Full linear cross-correlation; ``c[i]`` belongs to lag ``i - (len(ref)-1)``
     where a positive lag means the recording is late."""

@@ -28,6 +28,7 @@ from rig.signals import (
     silence,
     silence_fraction,
     speech_wav,
+    tone_level_db,
     tone,
     write_wav,
 )
@@ -75,6 +76,13 @@ def test_dominant_frequency_with_noise_and_short_signal() -> None:
     two = tone(300.0, 1.0, level_db=-6.0) + tone(2000.0, 1.0, level_db=-20.0)
     assert dominant_frequency(two, RATE) == pytest.approx(300.0, abs=0.5)
     assert dominant_frequency(two, RATE, fmin=1000.0) == pytest.approx(2000.0, abs=0.5)
+
+
+def test_tone_level_picks_one_tone_out_of_two() -> None:
+    two = tone(660.0, 0.5, level_db=-12.0) + tone(440.0, 0.5, level_db=-50.0)
+    assert tone_level_db(two, 660.0, RATE) == pytest.approx(-12.0, abs=0.2)
+    assert tone_level_db(two, 440.0, RATE) == pytest.approx(-50.0, abs=1.0)
+    assert tone_level_db(tone(660.0, 0.5), 440.0, RATE) < -100
 
 
 @pytest.mark.parametrize("kind", ["noise", "chirp", "speechlike"])
