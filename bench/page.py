@@ -21,6 +21,8 @@ Configurations (interleaved, a fresh server and a fresh browser for every run):
   the encoder and the capture start with the listener);
 * ``deskcast page, Opus, always-on``: the same with ``serve --always-on``;
 * ``deskcast page, MP3``: the page's format set to MP3 (localStorage ``deskcast-format``);
+* ``deskcast page, Opus, plain <audio>``: the page opened as ``/?mse=0``, so the ``<audio>``
+  element is given the stream URL instead of being fed through Media Source Extensions;
 * ``icecast2 mount (MP3)``: a private icecast2 fed by ``deskcast serve --icecast`` (MP3);
   the page is a ``data:`` URL with one ``<audio>`` whose src is icecast2's listen URL.
 
@@ -132,6 +134,9 @@ CONFIGS: tuple[PageConfig, ...] = (
                "the tone starts)"),
     PageConfig("deskcast page, MP3", "deskcast", key="mp3",
                text="as above with localStorage deskcast-format=mp3 set before the page loads"),
+    PageConfig("deskcast page, Opus, plain <audio>", "deskcast", key="opus-plain",
+               text="as the first with the page opened as /?mse=0: the <audio> element is "
+               "given the stream URL (no Media Source Extensions), as before the page fed it"),
     PageConfig("icecast2 mount (MP3)", "deskcast", key="icecast",
                text="deskcast serve -s pulse:hub.monitor --icecast icecast://source:PW@"
                f"127.0.0.1:P{ICECAST_MOUNT} (icecast2 {package_version('icecast2')}, burst "
@@ -314,7 +319,7 @@ def measure_once(cfg: PageConfig, result: Result, setup: Setup, tag: str) -> Non
             page.add_init_script(
                 "try { localStorage.setItem('deskcast-format', 'mp3'); } catch (e) {}")
         url = (icecast_page(ice.listen_url(ICECAST_MOUNT)) if ice is not None
-               else f"http://127.0.0.1:{port}/")
+               else f"http://127.0.0.1:{port}/{'?mse=0' if cfg.key == 'opus-plain' else ''}")
         timing.nav = time.monotonic()
         page.goto(url, wait_until="load", timeout=15_000)
         timing.loaded = time.monotonic()
@@ -326,7 +331,10 @@ def measure_once(cfg: PageConfig, result: Result, setup: Setup, tag: str) -> Non
             raise BenchError(f"no sound at out within {FIRST_SOUND_TIMEOUT_S:.0f} s of "
                              "navigation start")
         heard = time.monotonic()
-        timing.src = str(page.evaluate("() => document.getElementById('audio').src"))
+        # The page keeps the stream's URL in data-stream (src is a blob: URL with MSE).
+        timing.src = str(page.evaluate(
+            "() => { const a = document.getElementById('audio');"
+            " return a.dataset.stream || a.src; }"))
         # Until the last burst of interest has surely been played out.
         time.sleep(max(0.0, AT_S[-1] + AT_HALF_WIDTH_S + 0.5 - (time.monotonic() - heard)))
         timing.ahead = float(page.evaluate(
@@ -479,9 +487,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3, help="runs per configuration (3)")
     parser.add_argument("--quick", action="store_true", help="1 run per configuration")
-    parser.add_argument("--configs", metavar="KEYS", default="opus,opus-always-on,mp3,icecast",
-                        help="comma-separated subset of opus, opus-always-on, mp3, icecast "
-                        "(all)")
+    parser.add_argument("--configs", metavar="KEYS",
+                        default="opus,opus-always-on,mp3,opus-plain,icecast",
+                        help="comma-separated subset of opus, opus-always-on, mp3, opus-plain, "
+                        "icecast (all)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="also print every burst's delay, run by run")

@@ -85,8 +85,9 @@ show as stalled."""
 OPEN_PATHS = frozenset({"/app.js", "/app.css", "/api/metadata"})
 """Paths a listen token does not guard: static, secret-free assets, and the metadata POST
 (guarded by its own bearer token). Everything else, present or future, needs the token."""
+# media-src blob:: the page feeds its <audio> element through a MediaSource (an object URL).
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-       "media-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
+       "media-src 'self' blob:; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
        "frame-ancestors 'none'")
 PAGE_HEADERS = {"Cache-Control": NO_CACHE, "Content-Security-Policy": CSP,
                 "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
