@@ -28,8 +28,8 @@ from rig.signals import (
     silence,
     silence_fraction,
     speech_wav,
-    tone_level_db,
     tone,
+    tone_level_db,
     write_wav,
 )
 
