@@ -1,8 +1,9 @@
 """`deskcast serve`'s web page in a real (headless) Chromium: Play starts the stream (Ogg/Opus,
 which Chromium plays), the sound really comes out of the browser into PulseAudio, the level
 meter moves, the page keeps the element close to live (fed through Media Source Extensions),
-a title POSTed to /api/metadata appears on the page, and the page's watchdog reconnects by
-itself when the server dies and comes back on the same port.
+a title POSTed to /api/metadata appears on the page, the page's watchdog reconnects by
+itself when the server dies and comes back on the same port, and without Media Source
+Extensions (``/?mse=0``) the element plays the stream URL as before.
 
 Chromium is Debian's (/usr/bin/chromium), driven by Playwright's Python API (the pip package
 only: no downloaded browsers).  Its audio goes to the test rig's PulseAudio ``out`` null sink
@@ -272,6 +273,19 @@ def test_page_plays_in_chromium_and_reconnects_after_server_restart(
             report["restart_to_sound_s"] = (gap - (restart_frame - kill_frame)) / RATE + onset
             assert report["restart_to_sound_s"] <= 10.0, "sound resumed too late"
             check_tone(after_kill[-RATE:], "after restart")
+
+            # 4. A browser without Media Source Extensions (forced here with /?mse=0) gives
+            # the element the stream URL, and that plays too (MP3: the format stays chosen).
+            # (The same tab: the first page, and its sound, is gone.)
+            page.goto(f"http://127.0.0.1:{port}/?mse=0", wait_until="load", timeout=15_000)
+            page.click("#play")
+            t_plain = time.monotonic()
+            _, src3, _ = wait_advancing(page, 8.0, need=0.5)
+            report["plain_click_to_advance_s"] = time.monotonic() - t_plain
+            element_src = str(page.evaluate("() => document.getElementById('audio').src"))
+            assert element_src == src3 and src3.split("?")[0].endswith("/stream.mp3"), src3
+            time.sleep(1.0)
+            check_tone(rec.snapshot()[-RATE:], "plain <audio>")
     finally:
         for proc in procs:
             stop_server(proc)

@@ -90,6 +90,7 @@ function connect() {
   } else {
     const source = new MediaSource(), mine = generation;
     source.addEventListener("sourceopen", () => {
+      if (mine !== generation) return;  // replaced before it opened
       URL.revokeObjectURL(audio.src);
       feed(source, type, url, mine);
     }, { once: true });
