@@ -291,7 +291,9 @@ def test_many_switches(pa: SoundServer, route: Route, cli: Cli, tmp_path: Path) 
                 onset = onset_s(remote, mark)
                 assert onset is not None, f"cycle {cycle}: no sound at {host}"
                 onsets["host" + tag].append(onset)
-                heard = tail(remote, 0.25)
+                # 0.4 s: a seam in the first moments of a new stream (the receiver settling,
+                # a busy machine) biases the pitch of a shorter window by several Hz
+                heard = tail(remote, 0.4)
                 assert dominant_frequency(heard, RATE) == pytest.approx(FREQ, abs=3.0)
                 assert level_db(heard) == pytest.approx(MIX_DB, abs=1.5)
                 time.sleep(0.15)  # the loopback's last ~30 ms drain
