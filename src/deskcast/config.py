@@ -178,7 +178,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("serve", "mp3_bitrate", int, 128, "MP3 bitrate in kbit/s, constant (128: what "
            "browsers and radios expect)", minimum=32, maximum=320),
     Option("serve", "burst_s", float, 1.0, "recent audio sent to a new listener at once, so "
-           "players start immediately (1 s: browsers start in ~1 s and stay ~1 s behind)",
+           "players start immediately (1 s: enough for media players and a plain <audio> to start "
+           "at once; deskcast's page plays the last 0.5 s of it and stays ~0.6 s behind live)",
            minimum=0, maximum=10),
     Option("serve", "max_lag_s", float, 4.0, "a listener further behind than this is cut "
            "(its player reconnects) so nobody drifts minutes behind", minimum=1, maximum=60),
@@ -190,8 +191,10 @@ OPTIONS: tuple[Option, ...] = (
            "/stream.opus (96: transparent stereo music for most ears, 3/4 of MP3's 128)",
            minimum=6, maximum=510),
     Option("serve", "opus_burst_s", float, 2.0, "like --burst-s, for /stream.opus (2 s: "
-           "Chromium starts Ogg/Opus only with ~2 s buffered; measured 1.0 s from Play to "
-           "sound with 2 s, 2.1 s with 1 s)", minimum=0, maximum=10),
+           "an <audio> element given the stream URL starts Ogg/Opus only with ~2 s buffered: "
+           "1.0 s from Play to sound with 2 s, 2.1 s with 1 s; deskcast's page feeds it "
+           "through Media Source Extensions and starts in ~0.4 s either way)",
+           minimum=0, maximum=10),
     Option("serve", "always_on", bool, False, "keep every format's encoder running "
            "(default: a format's encoder runs only while somebody listens to it, saving the "
            "CPU of encoding for nobody)"),
