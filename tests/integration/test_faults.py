@@ -436,6 +436,47 @@ def test_sound_server_restarted_under_send_receive_serve(own_server: Restartable
         assert "Traceback" not in log.text, log.text
 
 
+def test_alsa_devices_ride_out_a_sound_server_restart(own_server: RestartableServer,
+                                                     cli: Cli) -> None:
+    """Plain ALSA endpoints (here through ALSA's pulse plugin, the one ALSA device that can be
+    made to fail on demand): `play tone:660 alsa:pulse:hub` and the loop `play
+    alsa:pulse:hub.monitor alsa:pulse:out` while the sound server is killed and started
+    again. Nobody exits, each ALSA device says once that it was lost and once that it is
+    back, and the tone is at `out` again within 3 s of the server being ready."""
+    srv = own_server
+    player = start(cli, "play", "tone:660", "alsa:pulse:hub")
+    loop = start(cli, "play", "alsa:pulse:hub.monitor", "alsa:pulse:out")
+    procs = (player, loop)
+    try:
+        player.wait_for("playing to alsa:pulse:hub", 15)
+        loop.wait_for("playing alsa:pulse:hub.monitor", 15)
+        with Recorder(srv, "out.monitor", linger=0) as rec:
+            assert rec.wait_for_sound(10, threshold_db=SOUND_DB)
+        t_ready = srv.crash_and_restart()
+        with Recorder(srv, "out.monitor", linger=0) as rec:
+            assert rec.wait_for_sound(10, threshold_db=SOUND_DB), "no sound after the restart"
+            t_sound = time.monotonic()
+            time.sleep(1.0)
+        after = rec.audio[-RATE // 2:]
+        resumed_s = t_sound - t_ready
+        print(f"MEASURED ALSA restart: out has sound {resumed_s:.2f} s after the server was "
+              "ready")
+        for log in procs:
+            print("".join(line for _, line in log.lines
+                          if " lost: " in line or " is back " in line), end="")
+            assert log.proc.poll() is None, log.text
+        assert resumed_s < 3.0
+        assert dominant_frequency(after, RATE) == pytest.approx(660.0, abs=1.0)
+        lost_and_back(player, "alsa:pulse:hub")
+        lost_and_back(loop, "alsa:pulse:hub.monitor")
+        lost_and_back(loop, "alsa:pulse:out")
+    finally:
+        statuses = [log.finish(sig=signal.SIGTERM) for log in procs]
+    assert statuses == [0, 0], [log.text for log in procs]
+    for log in procs:
+        assert "Traceback" not in log.text, log.text
+
+
 def test_source_device_removed_and_added_again(own_server: RestartableServer, cli: Cli,
                                                tmp_path: Path) -> None:
     """The null sink ``hub`` is unloaded under `send -s pulse:hub.monitor` (and under the

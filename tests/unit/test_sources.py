@@ -271,7 +271,8 @@ def fake_pulse(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
 
 def test_pulse_source_survives_a_lost_stream(fake_pulse: FakeClock,
                                              caplog: pytest.LogCaptureFixture) -> None:
-    from deskcast.capture.pulse import RETRY_FIRST_S, RETRY_MAX_S, PulseSource
+    from deskcast.capture.pulse import PulseSource
+    from deskcast.reconnect import RETRY_FIRST_S, RETRY_MAX_S
 
     clock = fake_pulse
     src = PulseSource(parse("pulse:hub.monitor", Direction.SOURCE), FMT, 480, reconnect=True)

@@ -33,8 +33,8 @@ import pulsectl
 from deskcast import soundserver
 from deskcast.capture.base import Pacer, Source
 from deskcast.endpoints import Endpoint
-from deskcast.errors import DeskcastError
 from deskcast.media import AudioFormat, PcmBlock, SampleFormat
+from deskcast.reconnect import RealTimeStandIn, Reconnector
 
 logger = logging.getLogger(__name__)
 
@@ -44,11 +44,6 @@ PA_FORMATS = {
     SampleFormat.F32LE: pasimple.PA_SAMPLE_FLOAT32LE,
 }
 
-RETRY_FIRST_S = 0.25
-"""First reopen attempt after a lost stream; doubles while it fails ..."""
-RETRY_MAX_S = 2.0
-"""... up to this: a restarted server is back in well under a second, a removed device may
-take minutes; 2 s keeps the wait short without hammering a server that is starting."""
 WATCH_INTERVAL_S = 0.5
 """How often the watcher checks that our stream is still on its device (a few ms of work);
 it also checks at once when the server announces a change of a stream or device ..."""
@@ -57,25 +52,17 @@ RECHECK_S = 0.02
 announced after the stream is linked to its new device (PipeWire)."""
 
 
-class StreamKeeper:
+class StreamKeeper(Reconnector):
     """Keeps one pasimple stream on its device: reopening with backoff after the server or
     the device went away, and noticing (in a watcher thread) when the server moved the stream
     elsewhere. The audio thread asks :attr:`usable` before it uses the stream's audio."""
 
     def __init__(self, kind: Literal["source", "sink"], label: str, media_name: str,
                  while_lost: str, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(label, while_lost, clock)
         self.kind = kind
-        self.label = label
-        """What the messages call the device, e.g. ``pulse:hub.monitor``."""
         self.media_name = media_name
-        self.while_lost = while_lost
-        """What happens meanwhile, for the warning (``capturing silence``)."""
         self.device = ""
-        self.clock = clock
-        self.lost_at: float | None = None
-        self.losses = 0
-        self._retry_at = 0.0
-        self._retry_s = RETRY_FIRST_S
         self._misrouted = False
         self._reopen_wanted = False
         """Set by the watcher: the device is back, the audio thread should reopen on it."""
@@ -92,59 +79,21 @@ class StreamKeeper:
 
     # --- the audio thread -----------------------------------------------------------------
 
-    def lose(self, reason: str) -> None:
-        """The stream failed (or was moved off the device): say so once, schedule a reopen."""
-        if self.lost_at is None:
-            self.lost_at = self.clock()
-            self.losses += 1
-            logger.warning("%s lost: %s; %s and reconnecting", self.label, reason,
-                           self.while_lost)
-        self._retry_s = RETRY_FIRST_S
-        self._retry_at = self.clock() + self._retry_s
-
     def take_reopen(self) -> bool:
         """Whether the watcher found our device back while the stream is elsewhere: the audio
         thread then closes the stream and reopens it on the device (a reopen is due at once)."""
         if not self._reopen_wanted:
             return False
         self._reopen_wanted = False
-        self._retry_s = RETRY_FIRST_S
-        self._retry_at = self.clock()
-        return True
-
-    def retry_due(self) -> bool:
-        return self.clock() >= self._retry_at
-
-    def failed(self, reason: str) -> None:
-        """A reopen attempt failed: try again later (backoff)."""
-        self._retry_s = min(RETRY_MAX_S, self._retry_s * 2)
-        self._retry_at = self.clock() + self._retry_s
-        logger.debug("%s: reopen failed (%s); next try in %.2f s", self.label, reason,
-                     self._retry_s)
-
-    def reopen(self, connect: Callable[[], None], resumed: str) -> bool:
-        """If a reopen is due, try ``connect()``: True once it worked (and said so)."""
-        if not self.retry_due():
-            return False
-        try:
-            connect()
-        except DeskcastError as err:
-            self.failed(str(err))
-            return False
-        self.back(resumed, reopened=True)
+        self.due_now()
         return True
 
     def back(self, resumed: str, *, reopened: bool = False) -> None:
-        """Working again; ``reopened``: on a fresh stream, opened on the device by name."""
         if reopened:
             self._generation += 1
             self._misrouted = False
             self._reopen_wanted = False
-        if self.lost_at is not None:
-            logger.warning("%s is back after %.1f s: %s", self.label,
-                           self.clock() - self.lost_at, resumed)
-        self.lost_at = None
-        self._retry_s = RETRY_FIRST_S
+        super().back(resumed)
 
     # --- the watcher ----------------------------------------------------------------------
 
@@ -262,8 +211,7 @@ class PulseSource(Source):
                                    "capturing silence")
         self._stream: Any = None
         self._pts = 0
-        self._silence_pacer: Pacer | None = None
-        self._silence_from = 0
+        self._silence = RealTimeStandIn(fmt.rate, Pacer)
 
     @property
     def name(self) -> str:
@@ -299,7 +247,7 @@ class PulseSource(Source):
         if self._stream is not None and keeper.take_reopen():
             self._drop_stream()
         if self._stream is None and keeper.reopen(self._connect, "capturing again"):
-            self._silence_pacer = None
+            self._silence.reset()
         if self._stream is not None:
             try:
                 data = self._stream.read(self.block_bytes)
@@ -314,10 +262,7 @@ class PulseSource(Source):
                     data = bytes(len(data))  # the server moved us: not our device's audio
                 return self._block(data)
         # Lost: silence at real time, so whoever reads us keeps going.
-        if self._silence_pacer is None:
-            self._silence_pacer = Pacer(self.fmt.rate)
-            self._silence_from = self._pts
-        self._silence_pacer.wait(self._pts - self._silence_from)
+        self._silence.wait(self.block_frames)
         return self._block(bytes(self.block_bytes))
 
     def _block(self, data: bytes) -> PcmBlock:

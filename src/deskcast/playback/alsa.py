@@ -2,6 +2,11 @@
 
 The ALSA period is one block and the buffer ``buffer_ms``; an underrun is counted and the
 block is written again so playback carries on.
+
+**Reconnection.** Once open, a device that fails (a USB card unplugged, the sound server
+behind ``alsa:pulse`` restarted) is reported in one warning, audio is dropped at real time
+meanwhile (so the loop feeding the sink keeps its pace), and the device is reopened with
+backoff (:mod:`deskcast.reconnect`); one more line says when it is back.
 """
 
 from __future__ import annotations
@@ -9,11 +14,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from deskcast.alsa import open_pcm
+from deskcast.alsa import close_quietly, open_pcm
+from deskcast.capture.base import Pacer
 from deskcast.endpoints import Endpoint
 from deskcast.errors import DeviceError
 from deskcast.media import AudioFormat, PcmBlock
 from deskcast.playback.base import Sink
+from deskcast.reconnect import RealTimeStandIn, Reconnector
 
 logger = logging.getLogger(__name__)
 
@@ -22,31 +29,54 @@ class AlsaSink(Sink):
     clocked = True
 
     def __init__(self, endpoint: Endpoint, fmt: AudioFormat, block_frames: int,
-                 buffer_ms: float = 40.0) -> None:
+                 buffer_ms: float = 40.0, *, reconnect: bool = True) -> None:
         super().__init__(endpoint, fmt, block_frames)
         self.device = endpoint.target
         self.periods = max(2, round(fmt.frames_for_ms(buffer_ms) / block_frames))
+        self.reconnect = reconnect
+        """Survive a device that fails once open (see the module docstring)."""
+        self.keeper = Reconnector(self.name, "dropping audio")
         self._pcm: Any = None
+        self._dropping = RealTimeStandIn(fmt.rate, Pacer)
 
     @property
     def name(self) -> str:
         return f"alsa:{self.device}"
 
     def open(self) -> None:
-        self._pcm = open_pcm(self.device, self.fmt, self.block_frames, self.periods,
-                             capture=False)
+        self._connect()
         logger.info("playing to %s at %s", self.name, self.fmt)
 
+    def _connect(self) -> None:
+        self._pcm = open_pcm(self.device, self.fmt, self.block_frames, self.periods,
+                             capture=False)
+
     def write(self, block: PcmBlock) -> None:
+        if self._pcm is None and self.keeper.reopen(self._connect, "playing again"):
+            self._dropping.reset()
         for _attempt in range(2):
+            if self._pcm is None:
+                break
             try:
                 written = self._pcm.write(block.data)
             except Exception as err:  # alsaaudio.ALSAAudioError: device gone
-                raise DeviceError(f"playback to {self.name} failed: {err}") from None
+                if not self.reconnect:
+                    raise DeviceError(f"playback to {self.name} failed: {err}") from None
+                self._drop_pcm()
+                self.keeper.lose(str(err))
+                break
             if written >= 0:
                 return
             self.underruns += 1
             logger.debug("%s: underrun (%d)", self.name, written)
+        if self._pcm is None:
+            # Lost: drop the audio at real time, so the loop feeding us keeps its pace.
+            self._dropping.wait(block.frames)
+
+    def _drop_pcm(self) -> None:
+        pcm, self._pcm = self._pcm, None
+        if pcm is not None:
+            close_quietly(pcm, self.name)
 
     def close(self) -> None:
         if self._pcm is None:
@@ -55,5 +85,4 @@ class AlsaSink(Sink):
             self._pcm.drain()
         except Exception as err:  # pragma: no cover - device vanished
             logger.debug("drain of %s failed: %s", self.name, err)
-        self._pcm.close()
-        self._pcm = None
+        self._drop_pcm()

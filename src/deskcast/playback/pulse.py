@@ -22,6 +22,7 @@ from deskcast.capture.pulse import PA_FORMATS, StreamKeeper, close_stream, lost_
 from deskcast.endpoints import Endpoint
 from deskcast.media import AudioFormat, PcmBlock
 from deskcast.playback.base import Sink
+from deskcast.reconnect import RealTimeStandIn
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +42,7 @@ class PulseSink(Sink):
         """Survive a restarted server or a removed device (see the module docstring)."""
         self.keeper = StreamKeeper("sink", self.name, "deskcast playback", "dropping audio")
         self._stream: Any = None
-        self._drop_pacer: Pacer | None = None
-        self._dropped_frames = 0
+        self._dropping = RealTimeStandIn(fmt.rate, Pacer)
 
     @property
     def name(self) -> str:
@@ -85,7 +85,7 @@ class PulseSink(Sink):
         if self._stream is not None and keeper.take_reopen():
             self._drop_stream()
         if self._stream is None and keeper.reopen(self._connect, "playing again"):
-            self._drop_pacer = None
+            self._dropping.reset()
         if self._stream is not None:
             data = block.data if keeper.usable else bytes(len(block.data))
             try:
@@ -98,11 +98,7 @@ class PulseSink(Sink):
                 self._drop_stream()
                 keeper.lose(lost_reason(err))
         # Lost: drop the audio at real time, so the loop feeding us keeps its pace.
-        if self._drop_pacer is None:
-            self._drop_pacer = Pacer(self.fmt.rate)
-            self._dropped_frames = 0
-        self._dropped_frames += block.frames
-        self._drop_pacer.wait(self._dropped_frames)
+        self._dropping.wait(block.frames)
 
     def _drop_stream(self) -> None:
         stream, self._stream = self._stream, None

@@ -1,0 +1,143 @@
+"""``alsa:`` sources and sinks ride out a device that fails once open: one warning, silence
+(or dropped audio) at real time, reopen with backoff, one line when back. alsaaudio faked."""
+
+from __future__ import annotations
+
+import logging
+from typing import ClassVar
+
+import alsaaudio
+import pytest
+
+from deskcast.capture import alsa as alsa_source
+from deskcast.capture.base import Pacer
+from deskcast.endpoints import Direction, parse
+from deskcast.errors import DeviceError, EndpointError
+from deskcast.media import AudioFormat, PcmBlock
+from deskcast.playback import alsa as alsa_sink
+from deskcast.reconnect import RETRY_FIRST_S
+
+FMT = AudioFormat()
+BLOCK = 480
+BLOCK_BYTES = BLOCK * FMT.frame_bytes
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+class FakePcm:
+    """Stands in for alsaaudio.PCM: reads/writes a period at a time; ``dead`` fails."""
+
+    opened: ClassVar[list[FakePcm]] = []
+    refuse = 0
+    """Opens still to fail (the device is not back yet)."""
+
+    def __init__(self, **kwargs: object) -> None:
+        if FakePcm.refuse:
+            FakePcm.refuse -= 1
+            raise alsaaudio.ALSAAudioError("No such device [pulse:hub.monitor]")
+        self.dead = False
+        self.closed = False
+        self.fill = len(FakePcm.opened) + 1
+        self.written: list[bytes] = []
+        FakePcm.opened.append(self)
+
+    def info(self) -> dict[str, int]:
+        return {"rate": FMT.rate, "channels": FMT.channels}
+
+    def read(self) -> tuple[int, bytes]:
+        if self.dead:
+            raise alsaaudio.ALSAAudioError("Input/output error [pulse:hub.monitor]")
+        return BLOCK, bytes([self.fill]) * BLOCK_BYTES
+
+    def write(self, data: bytes) -> int:
+        if self.dead:
+            raise alsaaudio.ALSAAudioError("Input/output error [pulse:out]")
+        self.written.append(data)
+        return len(data) // FMT.frame_bytes
+
+    def drain(self) -> None:
+        pass
+
+    def close(self) -> None:
+        if self.dead:
+            raise alsaaudio.ALSAAudioError("Input/output error")
+        self.closed = True
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    fake = FakeClock()
+    FakePcm.opened = []
+    FakePcm.refuse = 0
+    monkeypatch.setattr(alsaaudio, "PCM", FakePcm)
+    for module in (alsa_source, alsa_sink):
+        monkeypatch.setattr(module, "Pacer",
+                            lambda rate: Pacer(rate, clock=fake, sleep=fake.sleep))
+    return fake
+
+
+def test_alsa_source_captures_silence_while_lost_and_reopens(
+        clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
+    src = alsa_source.AlsaSource(parse("alsa:pulse:hub.monitor", Direction.SOURCE), FMT,
+                                 BLOCK)
+    src.keeper.clock = clock
+    with caplog.at_level(logging.WARNING), src:
+        assert src.read().data == b"\x01" * BLOCK_BYTES
+        FakePcm.opened[0].dead = True
+        FakePcm.refuse = 2  # the device needs a while: back on the third try
+        blocks = [src.read() for _ in range(200)]
+    assert [b.pts for b in blocks] == [BLOCK * (i + 1) for i in range(200)]  # no hole in time
+    silent = [i for i, b in enumerate(blocks) if b.data == bytes(BLOCK_BYTES)]
+    assert silent == list(range(len(silent)))
+    # Tries after 0.25 s, then 0.5 s and 1 s more: back 1.75 s after the loss.
+    assert len(silent) * 0.01 == pytest.approx(7 * RETRY_FIRST_S, abs=0.015)
+    assert sum(clock.sleeps) == pytest.approx(0.01 * (len(silent) - 1), abs=0.011)
+    assert all(b.data == b"\x02" * BLOCK_BYTES for b in blocks[len(silent):])
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages[0] == ("alsa:pulse:hub.monitor lost: Input/output error "
+                           "[pulse:hub.monitor]; capturing silence and reconnecting")
+    assert messages[1].startswith("alsa:pulse:hub.monitor is back after 1.8 s")
+    assert len(messages) == 2
+
+
+def test_alsa_sink_drops_audio_at_real_time_while_lost_and_reopens(
+        clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
+    sink = alsa_sink.AlsaSink(parse("alsa:pulse:out", Direction.SINK), FMT, BLOCK)
+    sink.keeper.clock = clock
+    block = PcmBlock(b"\x07" * BLOCK_BYTES, FMT, 0)
+    with caplog.at_level(logging.WARNING), sink:
+        sink.write(block)
+        FakePcm.opened[0].dead = True
+        for _ in range(100):
+            sink.write(block)
+    assert len(FakePcm.opened) == 2 and len(FakePcm.opened[0].written) == 1
+    dropped = 100 - len(FakePcm.opened[1].written)
+    assert dropped * 0.01 == pytest.approx(RETRY_FIRST_S, abs=0.015)
+    assert sum(clock.sleeps) == pytest.approx(0.01 * (dropped - 1), abs=0.011)
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages[0] == ("alsa:pulse:out lost: Input/output error [pulse:out]; dropping "
+                           "audio and reconnecting")
+    assert messages[1].startswith("alsa:pulse:out is back after ") and len(messages) == 2
+
+
+def test_alsa_without_reconnect_fails_as_before(clock: FakeClock) -> None:
+    src = alsa_source.AlsaSource(parse("alsa:hubcap", Direction.SOURCE), FMT, BLOCK,
+                                 reconnect=False)
+    with src:
+        FakePcm.opened[0].dead = True
+        with pytest.raises(DeviceError, match="capture from alsa:hubcap failed"):
+            src.read()
+    FakePcm.refuse = 1  # a device that cannot be opened at the start is still an error
+    with pytest.raises(EndpointError, match="no ALSA playback device 'hw:9'"):
+        alsa_sink.AlsaSink(parse("alsa:hw:9", Direction.SINK), FMT, BLOCK).open()
