@@ -373,6 +373,20 @@ def free_tcp_port() -> int:
         return int(s.getsockname()[1])
 
 
+def restart_under_sound(srv: RestartableServer
+                        ) -> tuple[float, float, npt.NDArray[np.float64]]:
+    """With sound at `out`, crash and restart the server: (when it was ready, when `out` had
+    sound again, the last 0.5 s of the second after that)."""
+    with Recorder(srv, "out.monitor", linger=0) as rec:
+        assert rec.wait_for_sound(10, threshold_db=SOUND_DB)
+    t_ready = srv.crash_and_restart()
+    with Recorder(srv, "out.monitor", linger=0) as rec:
+        assert rec.wait_for_sound(10, threshold_db=SOUND_DB), "no sound after the restart"
+        t_sound = time.monotonic()
+        time.sleep(1.0)
+    return t_ready, t_sound, rec.audio[-RATE // 2:]
+
+
 def lost_and_back(log: LogTail, label: str) -> None:
     """Exactly one warning that ``label`` was lost and one that it is back."""
     assert log.count(f"{label} lost:") == 1, log.text
@@ -400,14 +414,7 @@ def test_sound_server_restarted_under_send_receive_serve(own_server: Restartable
                             (tx, "sending Opus"), (web, "serving")):
             log.wait_for(needle, 15)
         reader = StreamReader(f"http://127.0.0.1:{http}/stream.mp3")
-        with Recorder(srv, "out.monitor", linger=0) as rec:
-            assert rec.wait_for_sound(10, threshold_db=SOUND_DB)
-        t_ready = srv.crash_and_restart()
-        with Recorder(srv, "out.monitor", linger=0) as rec:
-            assert rec.wait_for_sound(10, threshold_db=SOUND_DB), "no sound after the restart"
-            t_sound = time.monotonic()
-            time.sleep(1.0)
-        after = rec.audio[-RATE // 2:]
+        t_ready, t_sound, after = restart_under_sound(srv)
         resumed_s = t_sound - t_ready
         time.sleep(1.0)
         mp3 = decode_mp3(reader.since(t_sound + 0.5))
@@ -450,14 +457,7 @@ def test_alsa_devices_ride_out_a_sound_server_restart(own_server: RestartableSer
     try:
         player.wait_for("playing to alsa:pulse:hub", 15)
         loop.wait_for("playing alsa:pulse:hub.monitor", 15)
-        with Recorder(srv, "out.monitor", linger=0) as rec:
-            assert rec.wait_for_sound(10, threshold_db=SOUND_DB)
-        t_ready = srv.crash_and_restart()
-        with Recorder(srv, "out.monitor", linger=0) as rec:
-            assert rec.wait_for_sound(10, threshold_db=SOUND_DB), "no sound after the restart"
-            t_sound = time.monotonic()
-            time.sleep(1.0)
-        after = rec.audio[-RATE // 2:]
+        t_ready, t_sound, after = restart_under_sound(srv)
         resumed_s = t_sound - t_ready
         print(f"MEASURED ALSA restart: out has sound {resumed_s:.2f} s after the server was "
               "ready")

@@ -17,22 +17,11 @@ from deskcast.media import AudioFormat, PcmBlock
 from deskcast.playback import alsa as alsa_sink
 from deskcast.reconnect import RETRY_FIRST_S
 
+from .fakes import FakeClock
+
 FMT = AudioFormat()
 BLOCK = 480
 BLOCK_BYTES = BLOCK * FMT.frame_bytes
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 class FakePcm:

@@ -19,20 +19,9 @@ from deskcast.endpoints import Direction, parse
 from deskcast.errors import EndpointError
 from deskcast.media import AudioFormat, PcmBlock
 
+from .fakes import FakeClock
+
 FMT = AudioFormat()
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, s: float) -> None:
-        self.sleeps.append(s)
-        self.now += s
 
 
 def test_pacer_releases_frames_at_real_time() -> None:
