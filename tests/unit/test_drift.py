@@ -1,67 +1,322 @@
-"""Drift compensation, simulated over an hour with a fake clock, and the resampler on audio."""
+"""Drift compensation, simulated over an hour with a fake clock, and the resampler on audio.
+
+The simulation is the receiver's playout path without sockets or codecs: a sender whose clock
+runs ``ppm`` off sends 20 ms packets through a network with seeded jitter (and, on request,
+bursts of late packets); the real :class:`JitterBuffer` takes them; a sink whose device runs
+``sink_ppm`` off our system clock wakes every 40 ms, give or take a few ms, and, like
+``pa_simple_write``, the pump writes what fits and blocks on the rest, reading the next frame
+only when the last one is in. :meth:`DriftController.steer` is called exactly as the receiver
+calls it. An hour of it takes a few seconds.
+"""
 
 from __future__ import annotations
+
+import heapq
+import random
+import statistics
+from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
 
 from deskcast.media import AudioFormat, PcmBlock
-from deskcast.transport.drift import AdaptiveResampler, DriftController
+from deskcast.transport.drift import MAX_PPM, AdaptiveResampler, ClockTrack, DriftController
+from deskcast.transport.jitter import Frame, JitterBuffer
 
 RATE = 48000
 PACKET = 960          # the sender's 20 ms packets
-OUT = 480             # our sink takes 10 ms blocks
-TARGET = 1920         # 40 ms jitter target
+SETTLE_S = 120        # the first two minutes are left out of the checks
 
 
-def simulate(ppm: float, seconds: float, compensate: bool = True) -> tuple[list[float], float]:
-    """Sender at (1 + ppm) x nominal, receiver at nominal; returns depths (ms) once a second
-    and the controller's drift estimate."""
+@dataclass
+class Run:
+    truth_ppm: float
+    """The sender's clock against the sink's."""
+    drift_ppm: list[float] = field(default_factory=list)
+    """The controller's estimate, once a second."""
+    depth_ms: list[float] = field(default_factory=list)
+    """Mean depth of the jitter buffer over the reads of each second."""
+    total_ms: list[float] = field(default_factory=list)
+    """What the listener hears, each second: how far the device plays behind the sender."""
+    dry_at: list[float] = field(default_factory=list)
+    """When the jitter buffer ran dry."""
+    skipped_at: list[float] = field(default_factory=list)
+    """When it dropped a backlog."""
+    max_correction_ppm: float = 0.0
+    device_underruns: int = 0
+
+    def mean_over(self, values: list[float], window_s: int, start_s: int = SETTLE_S,
+                  skip: tuple[tuple[float, float], ...] = ()) -> list[float]:
+        """Means of ``values`` over consecutive windows from ``start_s``, leaving out windows
+        that touch a ``skip`` interval."""
+        out = []
+        for i in range(start_s, len(values) - window_s + 1, window_s):
+            if not any(i < b and i + window_s > a for a, b in skip):
+                out.append(statistics.mean(values[i:i + window_s]))
+        return out
+
+
+def simulate(ppm: float, seconds: float, *, sink_ppm: float = 0.0, seed: int = 1,
+             jitter_ms: float = 2.0, late_at: tuple[float, ...] = (),
+             stall_at: tuple[float, ...] = (), compensate: bool = True,
+             period_ms: float = 40.0, device_ms: float = 60.0,
+             wake_jitter_ms: float = 4.0) -> Run:
+    rng = random.Random(seed)
+    jb = JitterBuffer(RATE, target_ms=20, min_ms=5, max_ms=250)   # receive's defaults
     ctl = DriftController(RATE)
-    sender_rate = RATE * (1 + ppm / 1e6)
-    produced = float(TARGET)  # start at the target
-    consumed = 0.0
-    depths: list[float] = []
-    t = 0.0
-    step = OUT / RATE
+    f_sender, f_sink = 1 + ppm / 1e6, 1 + sink_ppm / 1e6
+    run = Run(truth_ppm=(f_sender / f_sink - 1) * 1e6)
+    arrivals: list[tuple[float, int]] = []
+    sent = 0
+    stalls = sorted(stall_at)
+
+    def send_until(t: float) -> None:
+        nonlocal sent
+        while (t_sent := sent * PACKET / (RATE * f_sender)) <= t:
+            delay = 0.001 + rng.expovariate(1000 / jitter_ms)
+            if any(a <= t_sent < a + 0.1 for a in late_at):
+                delay += 0.08            # a burst of late packets: 100 ms of them, 80 ms late
+            heapq.heappush(arrivals, (t_sent + delay, sent * PACKET))
+            sent += 1
+
+    device = device_ms * RATE / 1000     # the sound server's buffer, in output samples
+    fill = pending = pending_in = carry = 0.0
+    t_wake = t_last = 0.0
+    depths: list[int] = []
+    totals: list[float] = []
     next_report = 1.0
-    while t < seconds:
-        t += step
-        produced_now = TARGET + int(t * sender_rate / PACKET) * PACKET  # whole packets
-        depth = produced_now - consumed
-        ratio = ctl.update(depth, OUT) if compensate else 1.0
-        consumed += OUT / ratio
-        produced = produced_now
+    while t_wake < seconds:
+        t_wake += period_ms / 1000 / f_sink
+        if stalls and t_wake >= stalls[0]:
+            t_wake += 0.15               # our audio thread stalls 150 ms: the device runs dry
+            stalls.pop(0)
+        t = t_wake + rng.uniform(0, wake_jitter_ms / 1000)
+        send_until(t)
+        while arrivals and arrivals[0][0] <= t:
+            arrival, ts = heapq.heappop(arrivals)
+            jb.put(ts, b"x", PACKET, arrival)
+            ctl.sender_clock(ts, arrival)
+        fill -= (t - t_last) * RATE * f_sink
+        if fill < 0:
+            run.device_underruns += 1
+            fill = 0.0
+        t_last = t
+        while True:
+            if pending:                  # the rest of the block being written
+                room = device - fill
+                if room < pending:
+                    pending_in *= 1 - room / pending
+                    fill, pending = device, pending - room
+                    break
+                fill += pending
+                pending = pending_in = 0.0
+            depth = jb.depth_samples if jb.playing else None
+            target = jb.target_samples
+            depths.append(jb.depth_samples)
+            dry, skipped = jb.stats.underruns, jb.stats.skipped_samples
+            frame = jb.pop()
+            if jb.stats.underruns > dry:
+                run.dry_at.append(t)
+            if jb.stats.skipped_samples > skipped:
+                run.skipped_at.append(t)
+            ratio = ctl.steer(frame, depth=depth, target_samples=target,
+                              skipped_samples=jb.stats.skipped_samples - skipped, now_s=t)
+            if not compensate:
+                ratio = 1.0
+            run.max_correction_ppm = max(run.max_correction_ppm, abs(1 - ratio) * 1e6)
+            pending_in = frame.samples if frame is not None else PACKET
+            carry += pending_in * ratio
+            pending = float(int(carry))
+            carry -= pending
+            if jb.position is not None:
+                # the sender's position now minus the device's, in the sender's samples
+                totals.append(t * RATE * f_sender - jb.position + pending_in + fill / ratio)
         if t >= next_report:
-            depths.append(1000 * (produced - consumed) / RATE)
             next_report += 1.0
-    return depths, ctl.drift_ppm
+            run.drift_ppm.append(ctl.drift_ppm)
+            run.depth_ms.append(1000 * statistics.mean(depths) / RATE)
+            run.total_ms.append(1000 * statistics.mean(totals) / RATE if totals else 0.0)
+            depths, totals = [], []
+    return run
+
+
+def spread(values: list[float]) -> float:
+    return max(values) - min(values)
 
 
 @pytest.mark.parametrize("ppm", [300.0, -300.0, 1000.0, 0.0])
-def test_an_hour_of_drift_neither_underruns_nor_grows(ppm: float) -> None:
-    depths, estimate = simulate(ppm, 3600.0)
-    settled = depths[120:]
-    assert min(depths) > 5.0, "the buffer ran dry"
-    assert max(settled) < 40.0 + 30.0                   # no creep: target + deadband + packet
-    # It holds the level the stream settled at (here: the sawtooth of 20 ms packets popped in
-    # 10 ms steps sits below the start threshold) rather than pulling it elsewhere.
-    assert np.mean(settled) == pytest.approx(40.0, abs=20.0)
-    assert estimate == pytest.approx(ppm, abs=max(30.0, abs(ppm) * 0.1))
+def test_drift_is_followed_with_the_level_flat(ppm: float) -> None:
+    """Twenty minutes through a bursty sink with network jitter: the estimate converges, the
+    buffer never runs dry nor drops audio once settled, and the delay stays flat."""
+    run = simulate(ppm, 1200.0)
+    settled = run.drift_ppm[SETTLE_S:]
+    assert max(abs(d - run.truth_ppm) for d in settled) < 30.0
+    assert run.max_correction_ppm < MAX_PPM            # never pinned at the limit
+    assert max(abs(d) for d in run.drift_ppm) < abs(run.truth_ppm) + 100.0
+    # At most once, the level the stream settled at turns out too low for the sink's bursts
+    # and the one-frame sawtooth: the buffer runs dry, the controller raises that level by a
+    # frame, and it never runs dry again.
+    dry = [t for t in run.dry_at if t > 30]
+    assert len(dry) <= 1, dry
+    assert not run.skipped_at
+    assert run.device_underruns <= 1                  # the start, before the first write
+    # Whole frames read against the sink's clock make the depth at the reads a one-frame
+    # sawtooth whose period is a frame over the drift (a minute at 300 ppm); the minute
+    # means and what the listener hears stay flat (from two minutes after the level was
+    # raised, if it was).
+    start = max([SETTLE_S] + [int(t) + 120 for t in dry])
+    assert spread(run.mean_over(run.depth_ms, 60, start_s=start)) < 5.0
+    assert spread(run.mean_over(run.total_ms, 10, start_s=start)) < 5.0
 
 
-def test_without_compensation_the_delay_creeps() -> None:
-    depths, _ = simulate(300.0, 600.0, compensate=False)
-    assert depths[-1] - depths[0] > 150.0  # 300 ppm for 10 minutes: +180 ms
+def test_an_hour_with_late_bursts_and_a_stall_at_300_ppm() -> None:
+    """The soak's case, an hour of it, with what broke the old controller: bursts of late
+    packets (the buffer runs dry, then holds a backlog it drops) and our audio thread
+    stalling (the device underruns, a backlog piles up and is dropped). The estimate never
+    leaves the truth, nothing winds up, and the level comes back after each event."""
+    events = (600.0, 1500.0, 2400.0)
+    run = simulate(300.0, 3600.0, late_at=events[:2], stall_at=events[2:])
+    assert max(abs(d - run.truth_ppm) for d in run.drift_ppm[SETTLE_S:]) < 30.0
+    assert run.max_correction_ppm < MAX_PPM
+    near_events = tuple((t, t + 300.0) for t in events)
+    late = [t for t in run.dry_at + run.skipped_at if t > 30]
+    assert late, "the events must show"
+    assert all(any(a <= t < a + 90.0 for a, _ in near_events) for t in late), late
+    quiet = run.mean_over(run.depth_ms, 60, skip=near_events)
+    assert spread(quiet) < 5.0
+    assert spread(run.mean_over(run.total_ms, 10, skip=near_events)) < 5.0
+    # ... and at the end it is where it was before the first event
+    before = statistics.mean(run.total_ms[SETTLE_S:600])
+    assert statistics.mean(run.total_ms[-300:]) == pytest.approx(before, abs=3.0)
+
+
+def test_a_sink_whose_clock_is_off_ours_is_learnt_too() -> None:
+    """The feed-forward measures the sender against the system clock; a sound card 120 ppm
+    off it is left to the integral, which learns it within minutes."""
+    run = simulate(200.0, 1800.0, sink_ppm=-120.0)
+    assert run.truth_ppm == pytest.approx(320.0, abs=0.1)
+    assert max(abs(d - run.truth_ppm) for d in run.drift_ppm[600:]) < 30.0
+    assert len([t for t in run.dry_at if t > 30]) <= 1
+    assert not run.skipped_at
+    assert spread(run.mean_over(run.total_ms, 10, start_s=600)) < 6.0
+
+
+def test_without_compensation_the_delay_creeps_until_audio_is_dropped() -> None:
+    run = simulate(300.0, 300.0, compensate=False)
+    # 300 ppm: 18 ms a minute, until the jitter buffer drops what is two frames too much
+    assert run.skipped_at
+    assert run.total_ms[int(run.skipped_at[0]) - 2] - run.total_ms[30] > 30.0
+
+
+def test_clock_track_reads_a_rate_through_jitter_and_is_not_fooled_by_steps() -> None:
+    rng = random.Random(7)
+    track = ClockTrack()
+    for k in range(50 * 400):                    # 400 s of 20 ms packets from a +300 ppm clock
+        sent = k * 0.02 / (1 + 300e-6)
+        delay = 0.002 + rng.expovariate(200) + (0.05 if sent > 150 else 0.0)
+        if rng.random() < 0.01:
+            delay += 0.2                         # the odd packet very late
+        track.add(sent + delay, k * 0.02)
+    assert track.slope is not None
+    assert track.slope * 1e6 == pytest.approx(300.0, abs=3.0)   # the 50 ms step is no rate
+    assert track.offset_s is not None
 
 
 def test_correction_is_limited_to_two_per_mille() -> None:
     ctl = DriftController(RATE)
-    for _ in range(500):
-        ctl.update(TARGET, OUT)  # settles at the target
-    for _ in range(10000):
-        ratio = ctl.update(10 * RATE, OUT)  # then absurdly full
+    consumed = 0.0
+    for step in range(100_000):                  # 1000 s of 10 ms reads
+        now = step * 0.01
+        sent = round(now * RATE * 1.01)          # a sender 1 % fast, absurdly
+        ctl.sender_clock(sent, now)
+        ratio = ctl.update(round(1920 + sent - consumed), 480, now)
+        consumed += 480 / ratio
     assert ratio == pytest.approx(1 - 0.002)
+    assert ctl.drift_ppm == pytest.approx(MAX_PPM, abs=1.0)
+
+
+class Level:
+    """A stream at our own rate whose jitter buffer level a test sets at will."""
+
+    def __init__(self, ctl: DriftController, depth_ms: float) -> None:
+        self.ctl, self.depth = ctl, round(depth_ms * RATE / 1000)
+        self.now = 0.0
+
+    def run(self, seconds: float, target_ms: float = 20.0) -> list[float]:
+        ratios = []
+        for _ in range(round(seconds * 100)):
+            self.now += 0.01
+            self.ctl.sender_clock(round(self.now * RATE), self.now)
+            ratios.append(self.ctl.update(self.depth, 480, self.now, target_ms * RATE / 1000))
+        return ratios
+
+
+def test_steps_the_jitter_buffer_makes_are_measured_again_not_corrected() -> None:
+    """An underrun concealed by expanding adds a frame of depth; the controller measures its
+    set-point again instead of bending the pitch to pull the frame back out (until, a
+    minute later, it plays it out slowly)."""
+    ctl = DriftController(RATE)
+    level = Level(ctl, 40.0)
+    assert max(abs(r - 1.0) for r in level.run(30.0)) < 1e-6
+    assert ctl.setpoint == pytest.approx(40.0 * RATE / 1000, abs=2)
+    level.depth += 3 * PACKET                    # three expands: +60 ms
+    for _ in range(3):
+        ctl.steer(Frame(0, PACKET, None, expand=True), depth=None, target_samples=960,
+                  skipped_samples=0, now_s=level.now)
+    assert max(abs(r - 1.0) for r in level.run(50.0)) < 1e-6
+    assert ctl.setpoint == pytest.approx(100.0 * RATE / 1000, abs=2)
+
+
+def test_a_pinned_level_does_not_wind_the_integral_up() -> None:
+    """The old controller's failure: the buffer held far from the set-point (here 100 ms
+    above it for ten minutes, as the jitter buffer's guards can hold it) wound its integral
+    to the limit. Now the integral leaves errors that large alone, and the proportional
+    part is bounded."""
+    ctl = DriftController(RATE)
+    level = Level(ctl, 40.0)
+    level.run(60.0)
+    level.depth += round(0.1 * RATE)             # not a step the controller was told about
+    ratios = level.run(600.0)
+    assert ctl.integral == pytest.approx(0.0, abs=2e-6)
+    assert min(ratios) >= 1 - 0.00101           # the level term alone: at most 1000 ppm
+    assert abs(ctl.drift_ppm) < 5.0
+
+
+def test_a_step_while_settling_restarts_the_measurement() -> None:
+    ctl = DriftController(RATE)
+    level = Level(ctl, 160.0)
+    level.run(3.0)                               # a start-up burst, being measured
+    ctl.shift(-120 * RATE / 1000)
+    level.depth = round(0.04 * RATE)
+    level.run(30.0)
+    assert ctl.setpoint == pytest.approx(40.0 * RATE / 1000, abs=2)
+
+
+def test_audio_added_by_steps_is_played_out_again_slowly() -> None:
+    """Three frames expanded after a burst of late packets: a minute later the delay starts
+    returning to where the stream settled, never bending the pitch by more than 0.6 per
+    mille."""
+    ctl = DriftController(RATE)
+    position = -1920.0                           # 40 ms buffered
+    depths: list[float] = []
+    ratios: list[float] = []
+    for step in range(30_000):                   # 300 s of 10 ms reads at our rate
+        now = (step + 1) * 0.01
+        if not 2990 <= step < 3010:              # the network holds packets back 200 ms
+            ctl.sender_clock(round(now * RATE), now)
+        if step == 3000:                         # 30 s in: three frames concealed
+            position -= 3 * PACKET
+            ctl.shift(3 * PACKET)
+        depths.append(1000 * (now * RATE - position) / RATE)
+        ratio = ctl.update(round(now * RATE - position), 480, now, 960)
+        ratios.append(ratio)
+        position += 480 / ratio
+    settled = depths[2999]
+    assert depths[3001] == pytest.approx(settled + 60.0, abs=1.0)
+    assert depths[-1] == pytest.approx(settled, abs=3.0)           # back where it settled
+    assert max(abs(r - 1.0) for r in ratios) <= 0.0006  # 500 ppm and the level's lag
+    back = next(i for i, d in enumerate(depths) if i > 3001 and d < settled + 3) / 100
+    assert 190 < back < 230      # 60 s of margin, then 57 ms at 500 ppm: ~115 s more
 
 
 def test_resampler_changes_length_by_the_ratio_and_keeps_the_pitch_within_the_ratio() -> None:
@@ -79,55 +334,3 @@ def test_resampler_changes_length_by_the_ratio_and_keeps_the_pitch_within_the_ra
     mag = np.abs(np.fft.rfft(seg * np.hanning(len(seg)), 8 * len(seg)))
     freq = np.argmax(mag) * RATE / (8 * len(seg))
     assert freq == pytest.approx(1000 / 1.002, abs=0.5)
-
-
-def test_steps_the_jitter_buffer_makes_are_followed_not_corrected() -> None:
-    """An underrun concealed by expanding adds a frame of depth for good; the controller
-    moves its set-point instead of bending the pitch to pull the frame back out."""
-    ctl = DriftController(RATE)
-    for _ in range(400):                          # 4 s at the target: settled
-        assert ctl.update(TARGET, OUT) == pytest.approx(1.0, abs=1e-9)
-    assert ctl.setpoint == pytest.approx(TARGET)
-    ctl.shift(3 * PACKET)                         # three expands: +60 ms, far past the deadband
-    ratios = [ctl.update(TARGET + 3 * PACKET, OUT) for _ in range(3000)]
-    assert max(abs(r - 1.0) for r in ratios) < 1e-9
-    ctl.shift(-2 * PACKET)                        # the backlog dropped again
-    ratios = [ctl.update(TARGET + PACKET, OUT) for _ in range(3000)]
-    assert max(abs(r - 1.0) for r in ratios) < 1e-9
-
-
-def test_a_step_while_settling_restarts_the_measurement() -> None:
-    ctl = DriftController(RATE)
-    for _ in range(100):
-        ctl.update(4 * TARGET, OUT)               # 1 s of a start-up burst
-    ctl.shift(PACKET)
-    for _ in range(250):
-        ctl.update(TARGET, OUT)
-    assert ctl.setpoint == pytest.approx(TARGET)
-
-
-def test_audio_added_by_steps_is_played_out_again_slowly() -> None:
-    """Three frames expanded after a burst of late packets: 60 s later the delay starts
-    returning to where the stream settled, never bending the pitch by more than 0.5 per mille."""
-    ctl = DriftController(RATE)
-    consumed = 0.0
-    produced = float(TARGET)
-    depths: list[float] = []
-    ratios: list[float] = []
-    for step in range(int(250 * RATE / OUT)):
-        if step == 400:                          # 4 s in: three frames concealed, not consumed
-            produced += 3 * PACKET
-            ctl.shift(3 * PACKET)
-        produced += OUT                          # the sender, at our rate
-        depth = produced - consumed
-        ratio = ctl.update(depth, OUT, TARGET)
-        consumed += OUT / ratio
-        depths.append(1000 * depth / RATE)
-        ratios.append(ratio)
-    steps_per_s = RATE // OUT
-    settled = depths[399]                                      # target + one block
-    assert depths[401] == pytest.approx(settled + 60.0, abs=1.0)
-    assert depths[-1] == pytest.approx(settled, abs=3.0)       # back where it settled
-    assert max(abs(r - 1.0) for r in ratios) <= 0.0005 + 1e-6
-    back = next(i for i, d in enumerate(depths) if i > 401 and d < settled + 3) / steps_per_s
-    assert 160 < back < 200                    # 60 s of margin, then 57 ms at 500 ppm: ~175 s

@@ -1,147 +1,469 @@
 """Clock drift compensation where the two clocks meet: the receiver.
 
-The sender's sound card and ours never run at exactly the same rate (tens to hundreds of ppm).
-Left alone, the jitter buffer slowly fills (latency creeps up) or empties (underruns). The
-:class:`DriftController` watches how far the buffer is from its target and steers a resampling
-ratio within ``±max_ppm`` (2‰ by default, far below what anyone can hear as pitch); the
-:class:`AdaptiveResampler` applies it with libsamplerate, whose ratio may change between calls.
+The sender's sound card and our sink never run at exactly the same rate (tens to hundreds of
+ppm). Left alone, the jitter buffer slowly fills (latency creeps up) or empties (underruns).
+The :class:`DriftController` steers a resampling ratio within ``±max_ppm`` (2‰ by default,
+far below what anyone can hear as pitch); the :class:`AdaptiveResampler` applies it with
+libsamplerate, whose ratio may change between calls.
 
-The controller is pure (fed with buffer depths and played sample counts) so that an hour of
-300 ppm drift can be simulated in a unit test in milliseconds.
+How it is steered (and why not from the buffer depth alone, as before: that controller
+wound its integral up to the limit whenever the jitter buffer's own steps pinned the depth):
+
+* **Rate, feed-forward.** Every packet is a reading of the sender's clock (its RTP timestamp)
+  at its arrival time. A :class:`ClockTrack` fits a line through the upper envelope of those
+  readings (delays only ever make a packet look late) over up to ten minutes: the sender's
+  rate against our system clock, to a ppm or two within seconds. It does not depend on what
+  the controller does, so nothing the jitter buffer does can wind it up.
+* **Integral, slow.** Our sink's own clock against the system clock (a sound card is off by
+  tens of ppm; PulseAudio's null sink runs on the system clock) shows only as a slow creep
+  of the level; an integral learns it over minutes. It is clamped, and it waits while the
+  level is being measured, for two minutes after a step, while the level is being returned
+  to where it settled, and whenever the error is larger than a clock could make it.
+* **Level, proportional.** A small term pulls the level back to its set-point. The level is
+  the jitter buffer's depth at the reads averaged over ten seconds: at one instant it
+  swings by tens of ms (packets come in 20 ms steps, a sink such as PulseAudio blocks and
+  then takes several frames at once), the mean of hundreds of reads does not.
+
+The controller is pure (readings and times are passed in) so that an hour of 300 ppm drift
+through a bursty sink can be simulated in a unit test in seconds.
 """
 
 from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 import samplerate
 
 from deskcast.media import AudioFormat, PcmBlock
+from deskcast.transport.jitter import Frame
+
+logger = logging.getLogger(__name__)
 
 MAX_PPM = 2000.0
 """Largest correction: 2‰ changes pitch by 3.5 cents, inaudible; 300 ppm drift needs 15 %."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Point:
+    t_s: float
+    offset_s: float
+    segment: int
+
+
+class ClockTrack:
+    """One clock read against ours: the rate it runs at, and where it is now.
+
+    Each reading is ``(now_s, reading_s)``; its offset is ``reading_s - now_s``. A reading
+    can only look late (a packet queued in the network or behind a busy sender), never
+    early, so per ``bin_s`` only the highest offset counts: the upper envelope, steady to a
+    fraction of a ms where single readings swing by tens.
+
+    * :attr:`offset_s` — the envelope over the current and the previous bin: where the clock
+      is now (to tell a late network from a buffer that ran dry by itself).
+    * :attr:`slope` — the clock's rate relative to ours minus one, a least-squares line
+      through the bins of the last ``window_s``, once its standard error is below
+      ``max_se_ppm``. A step in the offsets (a sender that restarted its pacing, a route that
+      got slower) starts a new segment: the segments share one
+      slope but each has its own intercept, so a step is never read as a rate. A lone bin off
+      the line is ignored; two in a row that agree with each other are a step.
+    """
+
+    def __init__(self, *, bin_s: float = 1.0, window_s: float = 600.0,
+                 step_ms: float = 8.0, min_span_s: float = 10.0,
+                 max_se_ppm: float = 25.0) -> None:
+        # 1 s bins: 50 packets each, enough that the highest is an on-time
+        # one; ten minutes of them measure 300 ppm to a few ppm; a real clock's rate wanders
+        # with temperature over hours, not minutes.
+        self.bin_s = bin_s
+        self.window_s = window_s
+        self.step_s = step_ms / 1000
+        """Bins further than this from the line are a step or an outlier: the envelope
+        moves by < 1 ms between bins; a scheduling hiccup or a route change moves more."""
+        self.min_span_s = min_span_s
+        self.max_se = max_se_ppm / 1e6
+        self.slope: float | None = None
+        self.slope_se = math.inf
+        self._points: deque[_Point] = deque()
+        self._segment = 0
+        self._bin: int | None = None
+        self._bin_t = self._bin_v = 0.0
+        self._prev_v: float | None = None
+        self._pending: _Point | None = None
+        self.latest_s: float | None = None
+        """The highest reading so far (for a sender: the newest timestamp, in seconds)."""
+
+    def add(self, now_s: float, reading_s: float) -> None:
+        offset = reading_s - now_s
+        if self.latest_s is None or reading_s > self.latest_s:
+            self.latest_s = reading_s
+        b = math.floor(now_s / self.bin_s)
+        if self._bin is not None and b == self._bin:
+            if offset > self._bin_v:
+                self._bin_t, self._bin_v = now_s, offset
+            return
+        if self._bin is not None:
+            self._close_bin(adjacent=b == self._bin + 1)
+        self._bin, self._bin_t, self._bin_v = b, now_s, offset
+
+    @property
+    def offset_s(self) -> float | None:
+        """The clock's reading minus ours, as the on-time readings of the last 1-2 bins
+        show it; None before the first reading."""
+        if self._bin is None:
+            return None
+        return self._bin_v if self._prev_v is None else max(self._bin_v, self._prev_v)
+
+    def break_segment(self) -> None:
+        """The clock may have jumped (a stream restarted): new intercept, same slope."""
+        self._segment += 1
+        self._pending = None
+        self._bin = self._prev_v = self.latest_s = None
+
+    def clear(self) -> None:
+        """Another clock altogether (a new sender): forget its rate too."""
+        self.break_segment()
+        self._points.clear()
+        self.slope, self.slope_se = None, math.inf
+
+    def _close_bin(self, adjacent: bool) -> None:
+        point = _Point(self._bin_t, self._bin_v, self._segment)
+        self._prev_v = self._bin_v if adjacent else None
+        if self._accept(point):
+            while self._points and self._points[0].t_s < point.t_s - self.window_s:
+                self._points.popleft()
+            self._fit()
+
+    def _accept(self, point: _Point) -> bool:
+        """Add ``point`` to the line unless it is off it; True when the line changed."""
+        last = self._points[-1] if self._points else None
+        if last is None or last.segment != self._segment:
+            self._points.append(point)
+            self._pending = None
+            return True
+        slope = self.slope
+        if slope is None:
+            # No rate yet: the segment's own last two bins tell how the clock runs (a very
+            # fast one moves further than a step between bins); the first ones go in as
+            # they come.
+            own = [p for p in list(self._points)[-2:] if p.segment == self._segment]
+            if len(own) < 2:
+                self._points.append(point)
+                self._pending = None
+                return True
+            slope = (own[1].offset_s - own[0].offset_s) / (own[1].t_s - own[0].t_s)
+        if abs(point.offset_s - (last.offset_s + slope * (point.t_s - last.t_s))) <= self.step_s:
+            self._points.append(point)
+            self._pending = None
+            return True
+        pending, self._pending = self._pending, point
+        if pending is None:
+            return False  # off the line: an outlier, unless the next bin agrees with it
+        expected = pending.offset_s + slope * (point.t_s - pending.t_s)
+        if abs(point.offset_s - expected) > self.step_s:
+            return False
+        self._segment += 1
+        logger.debug("clock track: a step of %+.1f ms, new segment",
+                     1000 * (pending.offset_s - last.offset_s - slope * (pending.t_s - last.t_s)))
+        self._points.append(_Point(pending.t_s, pending.offset_s, self._segment))
+        self._points.append(_Point(point.t_s, point.offset_s, self._segment))
+        self._pending = None
+        return True
+
+    def _fit(self) -> None:
+        """One slope through all segments, each with its own intercept (least squares)."""
+        n = len(self._points)
+        t = np.fromiter((p.t_s for p in self._points), np.float64, n)
+        v = np.fromiter((p.offset_s for p in self._points), np.float64, n)
+        seg = np.fromiter((p.segment for p in self._points), np.int64, n)
+        _, index, counts = np.unique(seg, return_inverse=True, return_counts=True)
+        dof = n - len(counts) - 1
+        dt = t - (np.bincount(index, t) / counts)[index]
+        dv = v - (np.bincount(index, v) / counts)[index]
+        sxx = float(dt @ dt)
+        if dof < 2 or sxx <= 0 or math.sqrt(12 * sxx / n) < self.min_span_s:
+            return
+        slope = float(dt @ dv) / sxx
+        resid = dv - slope * dt
+        # A floor under the residuals: a few lucky bins must not look exact.
+        resid_var = max(float(resid @ resid) / dof, 1e-4 ** 2)
+        se = math.sqrt(resid_var / sxx)
+        if se <= self.max_se:
+            self.slope, self.slope_se = slope, se
+
+
 class DriftController:
-    """PI controller: buffer depth error in, resampling ratio (output/input) out.
+    """Resampling ratio (output/input) that holds the jitter buffer's level.
+
+    ratio = 1 - correction; correction = the sender's drift (feed-forward, from
+    :class:`ClockTrack`) + ``integral`` (what is left, mostly our sink's clock against the
+    system clock) + ``kp`` x level error (+ ``relax_ppm`` while the level returns to where
+    it settled), clamped to ``max_ppm``.
 
     The set-point is the level the buffer settled at, not the jitter buffer's target: the
     jitter buffer reaches its target by itself, in discrete steps (a concealed frame when it
-    runs dry, dropped audio when far too much is queued), and tells us about each step with
-    :meth:`shift`. Resampling only removes the slow slide that two clocks cause. Pulling the
-    buffer to a target by resampling would bend the pitch for seconds after every step.
+    runs dry, dropped audio when far too much is queued), and tells us about each with
+    :meth:`shift`. After a step the set-point is measured again where the buffer now sits,
+    once the sender's envelope shows the network as it is now: a late burst's margin is kept
+    rather than bent out, a route that got slower is not mistaken for margin, and the error
+    never sits pinned against a step the jitter buffer made (the old controller's wind-up).
+    A minute after the last late packet, audio that steps added beyond where the stream
+    first settled relative to the jitter buffer's target is played out again at
+    ``relax_ppm``; running dry there with the packets on time raises that place by a frame,
+    once.
     """
 
-    def __init__(self, rate: int, *, max_ppm: float = MAX_PPM, smoothing_s: float = 4.0,
-                 kp_per_s: float = 0.1, ki_per_s2: float = 0.005,
-                 deadband_ms: float = 8.0, settle_s: float = 2.0,
-                 relax_ppm: float = 500.0) -> None:
-        # Gains (checked in tests/unit/test_drift.py): 10 ms beyond the deadband asks for
-        # 1000 ppm at once; the integral learns a steady drift within a minute. 30 ms of
-        # network jitter moves the ratio by < 700 ppm (1 cent), so the correction itself is
-        # never heard.
+    def __init__(self, rate: int, *, max_ppm: float = MAX_PPM, kp_per_s: float = 1 / 60,
+                 integral_s: float = 300.0, max_integral_ppm: float = 500.0,
+                 integrate_after_s: float = 120.0, integrate_below_ms: float = 20.0,
+                 max_level_ppm: float = 1000.0, smoothing_s: float = 10.0,
+                 settle_s: float = 20.0, remeasure_after_s: float = 2.5,
+                 relax_ppm: float = 500.0, relax_after_s: float = 60.0,
+                 max_raise_ms: float = 20.0) -> None:
         self.rate = rate
         self.max_dev = max_ppm / 1e6
-        self.smoothing_s = smoothing_s
         self.kp = kp_per_s
-        self.ki = ki_per_s2
-        self.deadband_s = deadband_ms / 1000
-        """Errors this small are left alone: packet steps and bursty devices (PipeWire's
-        quantum) make the depth swing that much without any drift."""
+        """10 ms off the set-point asks for 167 ppm: a level error closes with a minute's time
+        constant, and an estimate 10 ppm off leaves the level 0.6 ms away."""
+        self.ki = kp_per_s / integral_s
+        """The integral closes what the feed-forward misses within ~5 minutes (our sink's
+        clock, which only a long look at the level can tell); that slow, the level's
+        sawtooth (see ``smoothing_s``) moves it by ppm, not hundreds."""
+        self.max_integral = max_integral_ppm / 1e6
+        """Sound cards are within a few hundred ppm of the system clock."""
+        self.integrate_after_s = integrate_after_s
+        """After the set-point is measured the integral waits this long: what came before
+        (a start, a stall, a late burst and the jitter buffer's steps) takes a while to
+        settle, and clocks do not change in minutes."""
+        self.integrate_below_s = integrate_below_ms / 1000
+        """Errors beyond this (a frame) are transients, not drift: the integral waits."""
+        self.max_level = max_level_ppm / 1e6
+        """The level term's share: large errors are the jitter buffer's to fix (it drops a
+        backlog within a second); we only trim."""
+        self.smoothing_s = smoothing_s
+        """The level is the depth of the reads averaged this long: a sink that takes several
+        frames at once reads the buffer at the top and the bottom of each burst, and whole
+        frames taken against a sink's steady clock make a one-frame sawtooth (its period is
+        a frame over the drift: a minute at 300 ppm) that no controller should follow."""
         self.settle_s = settle_s
-        """The first seconds of a stream only measure where the buffer sits: bursty senders
-        and devices (PipeWire's 42 ms quantum) keep it above the start threshold on average,
-        and that offset is not drift."""
-        self.error_s = 0.0
-        """Smoothed depth error in seconds (positive: more buffered than the set-point)."""
-        self.integral = 0.0
-        self.ratio = 1.0
-        self.setpoint: float | None = None
-        """Depth (samples) the controller holds; None while it is being measured."""
-        self._primed = False
-        self._drift_avg = 0.0
-        self._settle_sum = 0.0
-        self._settle_time = 0.0
-        self._offset: float | None = None
-        """Set-point minus the jitter target when the stream settled."""
+        """How long the set-point is measured (a mean of the level): long enough to take in
+        a good part of the sawtooth, while the feed-forward alone holds the level."""
+        self.remeasure_after_s = remeasure_after_s
+        """At the start and after a step, wait this long before measuring: the sender's
+        envelope spans up to two 1 s bins, and a late burst's packets must have come in."""
         self.relax_ppm = relax_ppm
         """How fast audio added by the jitter buffer's steps is played out again (500 ppm:
         20 ms in 40 s, a quarter of the pitch change anyone could hear)."""
-        self.relax_after_s = 60.0
+        self.max_raise = max_raise_ms * rate / 1000
+        """How far running dry at the settled level may raise it (a 20 ms frame: more and
+        the level would meet the jitter buffer's limit, target + two frames, where it drops
+        the backlog)."""
+        self.relax_after_s = relax_after_s
         """... once no step came for this long (a network that was late once is often
         late again soon: keep the margin for a while; with a late burst every 20 s, 10 s here
         ran the buffer dry at every third burst in simulation)."""
+        self.sender = ClockTrack()
+        self.feed_forward = 0.0
+        """The sender's clock against the system clock, as :attr:`sender` measured it; kept
+        through a restart of the stream until the new one is measured."""
+        self.integral = 0.0
+        self.error_s = 0.0
+        """Level minus the set-point, in seconds."""
+        self.ratio = 1.0
+        self.setpoint: float | None = None
+        """Level (samples) the controller holds; None while it is being measured."""
+        self.depth: float | None = None
+        """The level now (samples)."""
+        self._offset: float | None = None
+        """Where the level returns to, relative to the jitter buffer's target: where the
+        stream first settled, raised when it ran dry there."""
+        self._first_offset = 0.0
+        self._target = 0.0
+        self._now: float | None = None
+        self._measure_from: float | None = None
+        self._sum = self._time = 0.0
+        self._integrate_from = 0.0
         self._since_step = 0.0
+        self._drift_avg = 0.0
+        self._reported = False
+        self._silent = False
+
+    @property
+    def drift(self) -> float:
+        """Estimated drift (positive: the sender's clock is faster than our sink's)."""
+        return self.feed_forward + self.integral
 
     @property
     def drift_ppm(self) -> float:
-        """The sender's clock relative to ours as estimated (positive: sender is faster),
-        averaged over about ten seconds (packet-sized steps make the integral wobble)."""
+        """:attr:`drift` in ppm, averaged over about ten seconds."""
         return self._drift_avg * 1e6
 
-    def update(self, depth_samples: float, played_samples: int,
+    def sender_clock(self, timestamp: int, arrival_s: float) -> None:
+        """A packet with (extended) RTP ``timestamp`` arrived at ``arrival_s``."""
+        self.sender.add(arrival_s, timestamp / self.rate)
+
+    def steer(self, frame: Frame | None, *, depth: int | None, target_samples: int,
+              skipped_samples: int, now_s: float) -> float:
+        """One read of the sink, as the receiver does it: ``frame`` popped from the jitter
+        buffer (None: silence while rebuffering), the buffer's depth (None while it was not
+        playing) and target before the pop, the backlog the pop dropped, and the time the
+        sink asked for this block. Returns the ratio to resample ``frame`` with."""
+        if frame is None:
+            self._silent = True
+            return self.ratio
+        if self._silent:
+            self._silent = False
+            self.reset()
+        if skipped_samples:
+            self.shift(-skipped_samples)
+        if frame.expand:
+            self.shift(frame.samples)
+            return self.ratio
+        if depth is None:  # the first frame after (re)buffering
+            return self.ratio
+        return self.update(depth, frame.samples, now_s, target_samples)
+
+    def update(self, depth: int, played_samples: int, now_s: float,
                target_samples: float | None = None) -> float:
-        """Account for ``played_samples`` of output with the buffer at ``depth_samples``.
+        """The ratio for ``played_samples`` of input taken at ``now_s`` with ``depth`` buffered
+        (before this frame).
 
         With ``target_samples`` (the jitter buffer's target), audio that steps added beyond
-        what the stream settled at relative to the target is played out again slowly, at
-        ``relax_ppm``: after a burst of late packets the delay returns to where it was.
+        where the stream settled relative to the target is played out again slowly, at
+        ``relax_ppm``, a minute after the last late packet: after a burst of late packets
+        the delay returns to where it was.
         """
+        self._update_feed_forward()
+        self._now = now_s
         dt = played_samples / self.rate
-        if self.setpoint is None:
-            self._settle_sum += depth_samples * dt
-            self._settle_time += dt
-            if self._settle_time < self.settle_s:
-                return self.ratio
-            self.setpoint = self._settle_sum / self._settle_time
-            self._offset = None if target_samples is None else self.setpoint - target_samples
-        relax = 0.0
-        if target_samples is not None and self._offset is not None:
-            floor = target_samples + self._offset
-            self._since_step += dt
-            if self.setpoint - floor > 0.002 * self.rate and \
-                    self._since_step >= self.relax_after_s:
-                # Consuming relax_ppm faster drains exactly this much: the set-point follows,
-                # so the error (and the learnt drift) is untouched.
-                relax = self.relax_ppm / 1e6
-                self.setpoint -= relax * played_samples
-        error = (depth_samples - self.setpoint) / self.rate
-        if not self._primed:
-            self.error_s, self._primed = error, True
-        alpha = min(1.0, dt / self.smoothing_s)
-        self.error_s += alpha * (error - self.error_s)
-        excess = max(0.0, abs(self.error_s) - self.deadband_s)
-        beyond = excess if self.error_s > 0 else -excess
-        # The integral learns the steady drift; the proportional part removes the offset.
-        self.integral = _clamp(self.integral + self.ki * beyond * dt, self.max_dev)
-        correction = _clamp(self.integral + self.kp * beyond + relax, self.max_dev)
-        self._drift_avg += min(1.0, dt / 10.0) * (self.integral - self._drift_avg)
+        relax = level = 0.0
+        self._observe(depth, dt)
+        if self.depth is not None and \
+                self._settled(self.depth, played_samples, now_s, target_samples):
+            assert self.setpoint is not None
+            if target_samples is not None and self._offset is not None:
+                self._target = target_samples
+                self._since_step += dt
+                above = self.setpoint - (target_samples + self._offset)
+                if above > 0.002 * self.rate and self._since_step >= self.relax_after_s:
+                    # Consuming relax_ppm faster drains exactly this much: the set-point
+                    # follows, so the level error is untouched.
+                    relax = self.relax_ppm / 1e6
+                    self.setpoint -= relax * played_samples
+            self.error_s = (self.depth - self.setpoint) / self.rate
+            level = _clamp(self.kp * self.error_s, self.max_level)
+            wanted = self.feed_forward + self.integral + level + relax
+            # Anti-windup: the integral only moves while its output can act, and only on
+            # the small, slow errors a clock makes (a stall or a late burst is the jitter
+            # buffer's to settle, and the level being played out is ours, not the clocks').
+            if not relax and now_s >= self._integrate_from and \
+                    abs(self.error_s) < self.integrate_below_s and \
+                    (abs(wanted) < self.max_dev or (wanted > 0) != (self.error_s > 0)):
+                self.integral = _clamp(self.integral + self.ki * self.error_s * dt,
+                                       self.max_integral)
         # Too much buffered -> consume input faster -> fewer output samples per input.
-        self.ratio = 1.0 - correction
+        self.ratio = 1.0 - _clamp(self.drift + level + relax, self.max_dev)
+        self._drift_avg += min(1.0, dt / 10.0) * (self.drift - self._drift_avg)
         return self.ratio
+
+    def _observe(self, depth: float, dt: float) -> None:
+        """The level: the depth of the reads, averaged over ``smoothing_s``."""
+        if self.depth is None:
+            self.depth = depth
+        self.depth += min(1.0, dt / self.smoothing_s) * (depth - self.depth)
+
+    def _update_feed_forward(self) -> None:
+        slope = self.sender.slope
+        if slope is None:
+            return
+        self.feed_forward = _clamp(slope, self.max_dev)
+        if not self._reported:
+            self._reported = True
+            logger.info("sender's clock measured: %+.0f ppm against ours", slope * 1e6)
+
+    def _settled(self, depth: float, played_samples: int, now_s: float,
+                 target_samples: float | None) -> bool:
+        """Measure the set-point when there is none; True once there is one."""
+        if self.setpoint is not None:
+            return True
+        if self._measure_from is None:
+            self._measure_from = now_s + self.remeasure_after_s
+        if now_s < self._measure_from:
+            return False
+        dt = played_samples / self.rate
+        self._sum += depth * dt
+        self._time += dt
+        if self._time < self.settle_s:
+            return False
+        self.setpoint = self.depth = self._sum / self._time
+        # The integral waits until what came before (a start, a stall, a late burst and
+        # what the jitter buffer did about it) has settled: clocks do not change in minutes.
+        self._integrate_from = now_s + self.integrate_after_s
+        if self._offset is None and target_samples is not None:
+            self._offset = self._first_offset = self.setpoint - target_samples
+        return True
 
     def shift(self, samples: float) -> None:
         """The buffer level was stepped on purpose by ``samples`` (positive: more audio
-        queued, e.g. a frame concealed without consuming; negative: audio dropped). Follow it
-        instead of correcting it."""
-        if self.setpoint is None:
-            self._restart_settling()
-            return
-        # Depth and set-point move together, so the (smoothed) error is unchanged.
-        self.setpoint += samples
-        self._since_step = 0.0
+        queued, e.g. a frame concealed without consuming; negative: audio dropped). The
+        set-point is measured again, a moment later, where the buffer then sits."""
+        if samples > 0 and self.setpoint is not None and self._offset is not None and \
+                self.depth is not None and \
+                self.depth - (self._target + self._offset) < samples and \
+                not self._network_late():
+            # Ran dry while settled at the level the stream settled at, with the packets on
+            # time: that level is too low (for a sink that reads in bursts, say); it goes up
+            # by what the expansion added, within a bound. (Not while the level is being
+            # measured after a step: a dropped backlog leaves the bare target, which may
+            # well run dry before the level has grown back.)
+            raised = min(self._offset + samples, self._first_offset + self.max_raise)
+            if raised > self._offset:
+                logger.debug("drift: ran dry at the settled level: %+.1f ms on it",
+                             1000 * (raised - self._offset) / self.rate)
+                self._offset = raised
+        if samples < 0:
+            # A dropped backlog: the smoothed level had taken in only part of it; start it
+            # again from what the reads show.
+            self.depth = None
+        elif self.depth is not None:
+            self.depth += samples  # the level steps with the buffer
+        self._remeasure()
+        if samples > 0:
+            # Ran dry: the network was late (or the level too low); keep the margin a while.
+            # A dropped backlog (our thread or the sink stalled, a burst after a network
+            # stall) says nothing about the network: what it left above the settled level is
+            # played out as usual.
+            self._since_step = 0.0
 
-    def reset(self) -> None:
-        """A new stream or a restart after silence: measure the buffer level again (the
-        learnt drift stays applied: the clocks did not change)."""
-        self.error_s = 0.0
-        self._primed = False
-        self.ratio = 1.0 - self.integral
+    def _network_late(self) -> bool:
+        """Whether the newest packet is later than its envelope says packets come (by more
+        than a 20 ms frame and a few ms): then running dry was the network's doing."""
+        offset, latest = self.sender.offset_s, self.sender.latest_s
+        if offset is None or latest is None or self._now is None:
+            return True
+        return (self._now + offset) - latest > 0.025
+
+    def reset(self, new_sender: bool = False) -> None:
+        """A restart after silence (``new_sender``: another stream, maybe another clock):
+        measure the level again; the learnt drift stays applied until it is measured anew."""
+        if new_sender:
+            self.sender.clear()
+        else:
+            self.sender.break_segment()
+        self.ratio = 1.0 - self.drift
+        self.depth = None
+        self._offset = None
+        self._remeasure()
+
+    def _remeasure(self) -> None:
         self.setpoint = None
-        self._restart_settling()
-
-    def _restart_settling(self) -> None:
-        self._settle_sum = self._settle_time = 0.0
+        self._measure_from = None
+        self._sum = self._time = 0.0
+        self.error_s = 0.0
 
 
 def _clamp(x: float, limit: float) -> float:

@@ -140,6 +140,11 @@ class JitterBuffer:
         return max(0, end - start)
 
     @property
+    def position(self) -> int | None:
+        """Timestamp of the next sample to play; None while (re)buffering."""
+        return self._play_ts if self._playing else None
+
+    @property
     def playing(self) -> bool:
         return self._playing
 

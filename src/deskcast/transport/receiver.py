@@ -159,7 +159,6 @@ class RtpReceiver(Source):
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._pts = 0
-        self._silent = False
         self._expanded = 0
 
     @property
@@ -304,6 +303,8 @@ class RtpReceiver(Source):
                 stream = self._new_stream(packet)
                 ts = stream.extend(packet.timestamp, samples, restart)
             assert isinstance(ts, int)
+            if self.drift is not None:
+                self.drift.sender_clock(ts, now)
             self.fec.add_source(packet.sequence, packet.timestamp, packet.payload)
             stream.sequence.update(packet.sequence)
             stream.arrival.update(packet.timestamp, now)
@@ -369,7 +370,7 @@ class RtpReceiver(Source):
         self.decoder = OpusDecoder(self.fmt)
         self.fec = FecDecoder()
         if self.drift is not None:
-            self.drift.reset()
+            self.drift.reset(new_sender=True)
         self.stats.senders += 1
         self.stats.ssrc = packet.ssrc
         self.stats.trx = packet.payload_type == TRX_PT
@@ -378,20 +379,24 @@ class RtpReceiver(Source):
     # --- playout side ---------------------------------------------------------------------
 
     def read(self) -> PcmBlock:
+        # When the sink asks for more: the drift controller reads the sender's clock then.
+        now = self.clock()
         with self._lock:
             # Depth before the pop: the target counts the frame about to be played too.
-            depth, target = self.jitter.depth_samples, self.jitter.target_samples
+            depth = self.jitter.depth_samples if self.jitter.playing else None
+            target = self.jitter.target_samples
             skipped = self.jitter.stats.skipped_samples
             frame = self.jitter.pop()
             skipped = self.jitter.stats.skipped_samples - skipped
             decoder = self.decoder
+            # Under the lock: the network thread feeds the controller the sender's clock.
+            ratio = self._steer(frame, depth, target, skipped, now)
         samples = frame.samples if frame is not None else (self.jitter.frame_samples or
                                                            self.block_frames)
         if self.pacer is not None:
             self.pacer.wait(self._pts)
         if frame is None:
             block = PcmBlock(bytes(samples * self.fmt.frame_bytes), self.fmt, self._pts)
-            self._silent = True
         else:
             block = PcmBlock(self._decode(decoder, frame), self.fmt, self._pts)
             if frame.expand:
@@ -399,8 +404,7 @@ class RtpReceiver(Source):
             else:
                 self._expanded = 0
             if self.drift is not None:
-                block = self.resampler.process(block, self._steer(frame, depth, target,
-                                                                  skipped))
+                block = self.resampler.process(block, ratio)
         self._pts += block.frames
         return block
 
@@ -418,19 +422,15 @@ class RtpReceiver(Source):
         gain = np.clip(1.0 - (n - hold) / fade, 0.0, 1.0)
         return PcmBlock.from_float(block.as_float() * gain[:, None], self.fmt, block.pts)
 
-    def _steer(self, frame: Frame, depth: int, target: int, skipped: int) -> float:
+    def _steer(self, frame: Frame | None, depth: int | None, target: int, skipped: int,
+               now: float) -> float:
         """The drift controller's ratio for this frame; the jitter buffer's own steps
-        (expanding, dropping a backlog, restarting after silence) move its set-point."""
-        assert self.drift is not None
-        if self._silent:
-            self._silent = False
-            self.drift.reset()
-        if skipped:
-            self.drift.shift(-skipped)
-        if frame.expand:
-            self.drift.shift(frame.samples)
-            return self.drift.ratio
-        return self.drift.update(depth, frame.samples, target)
+        (expanding, dropping a backlog, restarting after silence) make it measure its
+        set-point again."""
+        if self.drift is None:
+            return 1.0
+        return self.drift.steer(frame, depth=depth, target_samples=target,
+                                skipped_samples=skipped, now_s=now)
 
     def _decode(self, decoder: OpusDecoder, frame: Frame) -> bytes:
         want = frame.samples * self.fmt.frame_bytes
