@@ -247,6 +247,186 @@ def test_bad_arguments() -> None:
         Chunk(b"x", 0.0, 0.0)
     with pytest.raises(ValueError, match="burst_s"):
         Broadcaster(burst_s=5.0, max_lag_s=4.0)
+    with pytest.raises(ValueError, match="max_batch_s"):
+        Broadcaster(batch_s=0.2, max_batch_s=0.1)
+
+
+# --- push: batches written straight to transports ---------------------------------------
+
+class FakeTransport:
+    """Records writes; ``buffered`` plays the bytes a slow client left in the write buffer."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.buffered = 0
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+
+def dechunk(writes: list[bytes]) -> bytes:
+    """The payload of HTTP/1.1 chunks, checking each write is exactly one whole chunk."""
+    out = b""
+    for w in writes:
+        size_line, _, rest = w.partition(b"\r\n")
+        size = int(size_line, 16)
+        assert size > 0 and len(rest) == size + 2 and rest.endswith(b"\r\n"), w
+        out += rest[:size]
+    return out
+
+
+async def pushed(b: Broadcaster, *, chunked: bool = True
+                 ) -> tuple[Listener, FakeTransport, bytes, asyncio.Task[None]]:
+    """A listener that took its first batch (the header, at least) and then streams to a fake
+    transport."""
+    listener = b.subscribe()
+    first = await listener.next_batch() or b""
+    assert first.startswith(b"HEAD")
+    transport = FakeTransport()
+    task = asyncio.create_task(listener.stream_to(transport, chunked=chunked))
+    await asyncio.sleep(0)
+    return listener, transport, first, task
+
+
+def test_pushed_listeners_share_one_framed_batch_and_miss_nothing() -> None:
+    async def main() -> None:
+        clock = FakeClock()
+        b = Broadcaster(header=b"HEAD", burst_s=0.1, batch_s=0.1, clock=clock)
+        for i in range(5):
+            b.publish(chunk(i))
+        clients = [await pushed(b) for _ in range(3)]
+        plain = await pushed(b, chunked=False)
+        for i in range(5, 105):
+            b.publish(chunk(i))
+            clock.now += FRAME_S
+        for listener, transport, first, _task in [*clients, plain]:
+            assert first.startswith(b"HEAD")
+            body = dechunk(transport.writes) if transport is not plain[1] else \
+                b"".join(transport.writes)
+            assert indices(first[4:] + body) == list(range(105))
+            assert len(transport.writes) == 20  # 5 frames = 0.1 s per write
+            assert listener.sent_bytes == len(first) + len(body)
+        # one bytes object for all chunked listeners of a batch: built once, not per listener
+        assert all(w is clients[0][1].writes[7] for w in (c[1].writes[7] for c in clients))
+        assert b.stats.sent_bytes == sum(c[0].sent_bytes for c in [*clients, plain])
+        b.close()
+        for *_rest, task in [*clients, plain]:
+            await asyncio.wait_for(task, 1.0)
+        assert all(c[0].cut_reason == CUT_CLOSED for c in clients)
+
+    asyncio.run(main())
+
+
+def test_the_batch_grows_with_the_listeners_up_to_max_batch_s() -> None:
+    async def main() -> None:
+        clock = FakeClock()
+        b = Broadcaster(header=b"HEAD", burst_s=0.0, batch_s=0.1, max_batch_s=0.3,
+                        writes_per_s=10, clock=clock)
+        assert b.current_batch_s == pytest.approx(0.1)
+        listener, transport, _first, task = await pushed(b)
+        for _ in range(1):
+            b.subscribe()
+        assert b.current_batch_s == pytest.approx(0.2)  # 2 listeners at 10 writes/s
+        for _ in range(10):
+            b.subscribe()
+        assert b.current_batch_s == pytest.approx(0.3)  # capped
+        for i in range(150):
+            b.publish(chunk(i))
+            clock.now += FRAME_S
+        assert [len(indices(w[w.index(b"\r\n") + 2:-2])) for w in transport.writes] == [15] * 10
+        listener.close()
+        await asyncio.wait_for(task, 1.0)
+        assert listener.cut_reason == CUT_LEFT and not b._pushed
+
+    asyncio.run(main())
+
+
+def test_a_partial_batch_is_pushed_by_the_timer() -> None:
+    async def main() -> None:
+        # real clock: the timer fires after ~50 ms
+        b = Broadcaster(header=b"HEAD", burst_s=0.0, batch_s=0.05)
+        _listener, transport, _first, task = await pushed(b)
+        b.publish(chunk(0))
+        assert transport.writes == []
+        await asyncio.sleep(0.3)
+        assert indices(dechunk(transport.writes)) == [0]
+        task.cancel()
+
+    asyncio.run(main())
+
+
+def test_a_pushed_listener_whose_transport_fills_is_cut_and_nobody_waits() -> None:
+    async def main() -> None:
+        clock = FakeClock()
+        b = Broadcaster(header=b"HEAD", burst_s=0.0, max_lag_s=1.0, batch_s=0.1, clock=clock)
+        slow, slow_t, _f, slow_task = await pushed(b)
+        fast, fast_t, _f, _fast_task = await pushed(b)
+        for i in range(100):  # 2 s of 4-byte 20 ms chunks: 200 bytes/s
+            b.publish(chunk(i))
+            clock.now += FRAME_S
+            slow_t.buffered += 4 * (i < 70)  # the slow client's buffer holds what it was sent
+        await asyncio.wait_for(slow_task, 1.0)
+        assert slow.cut_reason == CUT_TOO_SLOW and b.stats.listeners_cut == 1
+        assert slow.lag_s > 1.0
+        assert len(dechunk(slow_t.writes)) <= 4 * 60
+        assert indices(dechunk(fast_t.writes)) == list(range(100))
+        assert fast.cut_reason is None and b.listeners == 1
+
+    asyncio.run(main())
+
+
+def test_a_listener_that_joins_mid_batch_gets_its_own_bytes_once_then_shares() -> None:
+    async def main() -> None:
+        clock = FakeClock()
+        b = Broadcaster(header=b"HEAD", burst_s=0.0, batch_s=0.1, clock=clock)
+        _a, a_t, _f, _ta = await pushed(b)
+        b.publish(chunk(0))
+        b.publish(chunk(1))  # 2 of 5 chunks pending for the group
+        late = b.subscribe()  # joins at live (no burst): chunk 2
+        first = await late.next_batch() or b""
+        assert first == b"HEAD"
+        late_t = FakeTransport()
+        task = asyncio.create_task(late.stream_to(late_t, chunked=True))
+        await asyncio.sleep(0)
+        for i in range(2, 20):
+            b.publish(chunk(i))
+        assert indices(dechunk(a_t.writes)) == list(range(20))
+        assert indices(dechunk(late_t.writes)) == list(range(2, 20))
+        assert indices(dechunk(late_t.writes[:1])) == [2, 3, 4]
+        assert all(x is y for x, y in zip(late_t.writes[1:], a_t.writes[1:], strict=True))
+        task.cancel()
+
+    asyncio.run(main())
+
+
+def test_cancelled_stream_to_loses_nothing_and_a_closing_transport_is_skipped() -> None:
+    async def main() -> None:
+        clock = FakeClock()
+        b = Broadcaster(header=b"HEAD", burst_s=0.0, batch_s=0.1, clock=clock)
+        listener, transport, _first, task = await pushed(b)
+        for i in range(5):
+            b.publish(chunk(i))
+        transport.closing = True
+        for i in range(5, 10):
+            b.publish(chunk(i))
+        assert indices(dechunk(transport.writes)) == list(range(5))
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert not b._pushed and listener.cut_reason is None
+        assert indices(await listener.next_batch() or b"") == list(range(5, 10))
+        for i in range(10, 25):
+            b.publish(chunk(i))
+        assert indices(await listener.next_batch() or b"") == list(range(10, 25))
+
+    asyncio.run(main())
 
 
 # --- FormatStream: one encoder per format, running only while somebody listens -------------

@@ -18,10 +18,18 @@ lag
     None): skipping it forward would hand the player a silent jump it cannot tell from a glitch,
     while a cut makes it reconnect cleanly (and be sent the header again).
 batch
-    :meth:`Listener.next_batch` returns once about ``batch_s`` of audio is waiting, so a server
+    :meth:`Listener.next_batch` returns once about a batch of audio is waiting, so a server
     writes ~10 times a second rather than once per codec frame. Less is returned once the oldest
-    pending chunk has been published for ``batch_s`` on ``clock`` (a listener that starts waiting
+    pending chunk has been published for a batch on ``clock`` (a listener that starts waiting
     with a partial batch is woken by a timer for that), so a batch is never held back long.
+    A batch is ``batch_s``, growing with the number of listeners (``listeners / writes_per_s``)
+    up to ``max_batch_s``: with many listeners each write costs more than the delay it saves.
+push
+    :meth:`Listener.stream_to` hands a listener's later batches straight to a transport: on
+    :meth:`Broadcaster.publish` (or its timer), one batch is joined and framed once and written
+    to every such listener in one loop, with no coroutine step or future per listener. A
+    listener whose transport holds more than ``max_lag_s`` of audio unsent is cut as too slow;
+    nobody ever waits for it.
 
 Everything here runs on the event loop thread. An encoder running in another thread must hand
 its chunks over with ``loop.call_soon_threadsafe(broadcaster.publish, chunk)``.
@@ -37,7 +45,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from itertools import islice
+from typing import NamedTuple, Protocol
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +59,16 @@ CUT_LEFT = "left"
 
 _EPS = 1e-6
 """Slack for sums of float durations (50 x 0.02 s must count as 1.0 s)."""
+
+
+class Transport(Protocol):
+    """What :meth:`Listener.stream_to` writes to (an :class:`asyncio.WriteTransport`)."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def is_closing(self) -> bool: ...
+
+    def get_write_buffer_size(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -103,9 +122,14 @@ class Broadcaster:
     """
 
     def __init__(self, *, header: bytes = b"", burst_s: float = 1.0, max_lag_s: float = 4.0,
-                 batch_s: float = 0.1, clock: Callable[[], float] = time.monotonic) -> None:
+                 batch_s: float = 0.1, max_batch_s: float | None = None,
+                 writes_per_s: float = math.inf,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         if burst_s < 0 or max_lag_s <= 0 or batch_s < 0:
             raise ValueError("need burst_s >= 0, max_lag_s > 0 and batch_s >= 0")
+        max_batch_s = batch_s if max_batch_s is None else max_batch_s
+        if max_batch_s < batch_s or not writes_per_s > 0:
+            raise ValueError("need max_batch_s >= batch_s and writes_per_s > 0")
         if burst_s > max_lag_s:
             raise ValueError(f"burst_s ({burst_s}) cannot exceed max_lag_s ({max_lag_s}): "
                              "a new listener would be cut at once")
@@ -113,8 +137,11 @@ class Broadcaster:
         self.burst_s = burst_s
         self.max_lag_s = max_lag_s
         self.batch_s = batch_s
+        self.max_batch_s = max_batch_s
+        self.writes_per_s = writes_per_s
         self.clock = clock
-        self._keep_s = max(burst_s, max_lag_s) + batch_s + 2 * _EPS
+        self._keep_s = max(burst_s, max_lag_s) + max_batch_s + 2 * _EPS
+        self._ring_bytes = 0
         self._ring: deque[_Entry] = deque()
         self._first = 0
         """Index of ``_ring[0]``; ``_first + len(_ring)`` is the index of the next chunk."""
@@ -134,6 +161,11 @@ class Broadcaster:
         self._stale = 0
         """Entries in ``_waiters`` whose listener no longer waits on them."""
         self._seq = 0
+        self._pushed: dict[Listener, None] = {}
+        """Listeners in :meth:`Listener.stream_to`: written to by :meth:`_flush`."""
+        self._push_next = 0
+        """Index of the first chunk not yet flushed to the pushed listeners."""
+        self._flush_timer: asyncio.TimerHandle | None = None
         self._closed = False
         self._published_chunks = 0
         self._published_bytes = 0
@@ -157,6 +189,7 @@ class Broadcaster:
         self._end_s = start + chunk.duration_s
         self._published_chunks += 1
         self._published_bytes += len(chunk.data)
+        self._ring_bytes += len(chunk.data)
         # wake the listeners that now have a whole batch
         ready = self._ready
         while ready and ready[0] <= self._end_s:
@@ -175,8 +208,10 @@ class Broadcaster:
         # trim the ring to the minimal suffix covering _keep_s
         ring = self._ring
         while len(ring) > 1 and self._end_s - ring[1].start_s >= self._keep_s - _EPS:
-            ring.popleft()
+            self._ring_bytes -= len(ring.popleft().chunk.data)
             self._first += 1
+        if self._pushed:
+            self._maybe_flush()
 
     def close(self) -> None:
         """End every listener (their next_batch returns None); later subscribers end at once."""
@@ -185,7 +220,9 @@ class Broadcaster:
         self._closed = True
         for listener in list(self._listeners):
             listener._cut(CUT_CLOSED)
+        self._cancel_flush_timer()
         self._ring.clear()
+        self._ring_bytes = 0
         self._ready.clear()
         self._waiters.clear()
         self._entries = self._stale = 0
@@ -220,6 +257,18 @@ class Broadcaster:
         return self._closed
 
     @property
+    def current_batch_s(self) -> float:
+        """The batch now: ``batch_s``, or ``listeners / writes_per_s`` up to ``max_batch_s``."""
+        grown = len(self._listeners) / self.writes_per_s
+        return self.batch_s if grown <= self.batch_s else min(grown, self.max_batch_s)
+
+    @property
+    def bytes_per_s(self) -> float:
+        """The stream's byte rate over the ring (0 while it holds no audio)."""
+        ring_s = self._end_s - self._ring[0].start_s if self._ring else 0.0
+        return self._ring_bytes / ring_s if ring_s > 0 else 0.0
+
+    @property
     def stats(self) -> BroadcasterStats:
         ring_s = self._end_s - self._ring[0].start_s if self._ring else 0.0
         return BroadcasterStats(
@@ -249,6 +298,7 @@ class Broadcaster:
     def _forget(self, listener: Listener) -> None:
         self._listeners.pop(listener, None)
         self._busy.pop(listener, None)
+        self._detach(listener)
         if listener._wait_seq >= 0:
             listener._wait_seq = -1
             self._drop_waiter_entry()
@@ -277,6 +327,87 @@ class Broadcaster:
             heapq.heapify(self._ready)
             self._entries = sum(map(len, waiters.values()))
             self._stale = 0
+
+    # --- push: batches written straight to transports ----------------------------------------
+
+    def _attach(self, listener: Listener) -> None:
+        if not self._pushed:
+            self._push_next = listener._next
+        self._pushed[listener] = None
+        self._busy.pop(listener, None)
+        self._maybe_flush()
+
+    def _detach(self, listener: Listener) -> None:
+        if listener in self._pushed:
+            del self._pushed[listener]
+            if not self._pushed:
+                self._cancel_flush_timer()
+
+    def _cancel_flush_timer(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+
+    def _on_flush_timer(self) -> None:
+        self._flush_timer = None
+        self._maybe_flush()
+
+    def _maybe_flush(self) -> None:
+        """Flush if a whole batch is pending, or its oldest chunk waited a batch; else make
+        sure a timer will."""
+        start = max(self._push_next, self._first)
+        if start >= self._next or self._closed:
+            return
+        batch_s = self.current_batch_s
+        if self._end_s - self._ring[start - self._first].start_s >= batch_s - _EPS:
+            self._flush()
+            return
+        wait_s = self._ring[start - self._first].published_at + batch_s - self.clock()
+        if wait_s <= 0:
+            self._flush()
+        elif self._flush_timer is None:
+            self._flush_timer = asyncio.get_running_loop().call_later(
+                wait_s, self._on_flush_timer)
+
+    def _flush(self) -> None:
+        """Write everything pending to every pushed listener: joined and framed once, shared
+        by all the listeners at the group's position (the rest get their own bytes)."""
+        self._cancel_flush_timer()
+        ring, first, end = self._ring, self._first, self._next
+        start = self._push_next
+        self._push_next = end
+        start = max(start, first)  # below first only after a long stall: the oldest are gone
+        data = b"".join([e.chunk.data for e in islice(ring, start - first, None)])
+        framed = b"%x\r\n%b\r\n" % (len(data), data)
+        limit_bytes = self.max_lag_s * self.bytes_per_s
+        sent = 0
+        slow: list[Listener] = []
+        for listener in self._pushed:
+            transport = listener._transport
+            assert transport is not None
+            if transport.is_closing():
+                continue  # its handler is being cancelled and will close it
+            if transport.get_write_buffer_size() > limit_bytes:
+                slow.append(listener)
+                continue
+            at = listener._next
+            if at == start:
+                transport.write(framed if listener._chunked else data)
+                listener.sent_bytes += len(data)
+                sent += len(data)
+            elif at < first:
+                slow.append(listener)
+                continue
+            elif at < end:  # it joined at another position (rare): its own bytes
+                own = b"".join([e.chunk.data for e in islice(ring, at - first, None)])
+                transport.write(b"%x\r\n%b\r\n" % (len(own), own) if listener._chunked
+                                else own)
+                listener.sent_bytes += len(own)
+                sent += len(own)
+            listener._next = end
+        self._sent_bytes += sent
+        for listener in slow:
+            self._cut_slow(listener)
 
     def _take(self, listener: Listener) -> bytes:
         """Everything from the listener's next chunk up to live (header first if due)."""
@@ -308,6 +439,9 @@ class Listener:
         """Why the listener ended: ``"too slow"``, ``"closed"``, ``"left"``; None while live."""
         self.sent_bytes = 0
         self._lag_at_cut = 0.0
+        self._transport: Transport | None = None
+        """Set while in :meth:`stream_to`."""
+        self._chunked = False
 
     @property
     def lag_s(self) -> float:
@@ -317,7 +451,12 @@ class Listener:
         b = self._b
         if self._next < b._first:
             return b._end_s - b._ring[0].start_s if b._ring else 0.0
-        return b._end_s - b._start_s(self._next)
+        lag_s = b._end_s - b._start_s(self._next)
+        if self._transport is not None:  # plus what its transport still holds
+            rate = b.bytes_per_s
+            if rate > 0:
+                lag_s += self._transport.get_write_buffer_size() / rate
+        return lag_s
 
     async def next_batch(self) -> bytes | None:
         """The next bytes to write: header and burst at once, then about ``batch_s`` at a time.
@@ -335,15 +474,42 @@ class Listener:
             available = b._end_s - b._start_s(self._next)
             if not self._header_sent and (b.header or available > 0):
                 return b._take(self)
-            if available >= b.batch_s - _EPS and available > 0:
+            batch_s = b.current_batch_s
+            if available >= batch_s - _EPS and available > 0:
                 return b._take(self)
             timeout: float | None = None
             if available > 0:
                 published_at = b._ring[self._next - b._first].published_at
-                timeout = published_at + b.batch_s - b.clock()
+                timeout = published_at + batch_s - b.clock()
                 if timeout <= 0:
                     return b._take(self)
-            await self._wait(b._start_s(self._next) + b.batch_s - _EPS, timeout)
+            await self._wait(b._start_s(self._next) + batch_s - _EPS, timeout)
+
+    async def stream_to(self, transport: Transport, *, chunked: bool) -> None:
+        """Write every later batch straight to ``transport`` until the listener ends.
+
+        For a client that already has its response head and whatever :meth:`next_batch`
+        returned. ``chunked`` frames each batch as an HTTP/1.1 chunk. Returns once the listener
+        is cut (too slow: its transport held more than ``max_lag_s`` of audio unsent), closed,
+        or the broadcaster closes; cancelling it stops the writes, and :meth:`next_batch` then
+        carries on from where they stopped.
+        """
+        b = self._b
+        if self.cut_reason is not None:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._future = future
+        self._transport = transport
+        self._chunked = chunked
+        b._attach(self)
+        try:
+            await future
+        finally:
+            self._future = None
+            self._transport = None
+            b._detach(self)
+            if self.cut_reason is None:
+                b._busy[self] = None
 
     async def _wait(self, ready_s: float, timeout: float | None) -> None:
         """Sleep until the stream reaches ``ready_s``, ``timeout`` passes, or the listener ends."""
@@ -379,6 +545,7 @@ class Listener:
             return
         self._lag_at_cut = self.lag_s
         self.cut_reason = reason
+        self._transport = None
         self._b._forget(self)
         if self._future is not None:
             _resolve(self._future)

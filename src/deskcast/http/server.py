@@ -38,12 +38,13 @@ from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from deskcast import realtime
 from deskcast.capture.base import Source
 from deskcast.errors import ConfigError
 from deskcast.http import page
+from deskcast.http.broadcaster import CUT_TOO_SLOW
 from deskcast.http.icy import DEFAULT_METAINT, IcyInserter
 from deskcast.http.nowplaying import NowPlaying, Track, parse_metadata
 from deskcast.http.streams import (
@@ -340,6 +341,9 @@ class Server:
         try:
             # Inside the try: a client that already hung up makes even the headers fail.
             await resp.prepare(request)
+            # Without ICY metadata every listener gets the same bytes: after the first batch
+            # (header and burst, at once) the broadcaster writes to its transport directly.
+            direct = inserter is None and not resp.headers.get(hdrs.CONTENT_ENCODING)
             while True:
                 data = await listener.next_batch()
                 if data is None:
@@ -348,6 +352,16 @@ class Server:
                     data = inserter.feed(data, self.nowplaying.track.text)
                 # A client that stops reading would block here forever, holding its slot.
                 await _write(request, resp, data, self.max_lag_s + 1.0)
+                transport = request.transport
+                if direct and transport is not None and not transport.is_closing():
+                    chunked = resp.headers.get(hdrs.TRANSFER_ENCODING, "").lower() == "chunked"
+                    await listener.stream_to(transport, chunked=chunked)
+                    if listener.cut_reason == CUT_TOO_SLOW:
+                        # Its socket and write buffer are full: nothing more would reach it.
+                        logger.debug("dropping %s: too slow", request.remote)
+                        transport.abort()
+                        raise ConnectionResetError
+                    # Else it ended (closed) or stream_to was cancelled: next_batch says which.
         except (ConnectionResetError, asyncio.CancelledError, TimeoutError):
             pass
         finally:

@@ -29,6 +29,13 @@ logger = logging.getLogger(__name__)
 
 CHUNK_S = 0.1
 """Frames are handed to the event loop in ~100 ms chunks: writes are batched anyway."""
+MAX_BATCH_S = 0.3
+"""Longest batch written to a listener once there are many (see :data:`WRITES_PER_S`): the page
+keeps ~0.5 s buffered ahead of its playhead, so 0.3 s batches never starve it."""
+WRITES_PER_S = 1000.0
+"""Above this many writes per second (listeners / batch) a format's batch grows, up to
+:data:`MAX_BATCH_S`: each write is a send() syscall plus Python around it, the bulk of serve's
+CPU with hundreds of listeners. 100 listeners get 0.1 s batches, 300 and more 0.3 s."""
 OPUS_FRAME_MS = 20.0
 """20 ms Opus frames: the codec's sweet spot and what every player expects."""
 
@@ -186,7 +193,8 @@ class FormatStream:
             encoder = self.factory()
             self.description = encoder.describe()
             broadcaster = Broadcaster(header=encoder.header_for(*self._tags), burst_s=self.burst_s,
-                                      max_lag_s=self.max_lag_s, batch_s=CHUNK_S)
+                                      max_lag_s=self.max_lag_s, batch_s=CHUNK_S,
+                                      max_batch_s=MAX_BATCH_S, writes_per_s=WRITES_PER_S)
             self.running = Running(encoder, broadcaster)
             self.starts += 1
             self.started_at = time.monotonic()
