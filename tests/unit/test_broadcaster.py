@@ -171,7 +171,10 @@ def test_one_stuck_listener_among_1000_neither_stalls_publish_nor_the_others() -
             assert b"".join(into) == expected
         # the ring never holds more than max(burst, max lag) + batch (+1 chunk)
         assert max_ring <= math.ceil((4.0 + 0.1) / FRAME_S) + 1
-        assert publish_s < 0.5
+        # ~0.2 s here when the machine is quiet; only a publish that waited for the stuck
+        # listener (or did work growing with the backlog) would take seconds. The tight
+        # figures are bench/fanout.py's; a shared 2-core machine once needed 0.53 s.
+        assert publish_s < 2.0
 
     asyncio.run(main())
     print("\n1000 listeners:", {k: round(v, 6) for k, v in results.items()})
