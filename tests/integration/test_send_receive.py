@@ -297,8 +297,9 @@ def test_deskcast_send_trx_into_trx_rx(sound_server: SoundServer, cli: Cli) -> N
         trx.wait(5)
     heard = audible(rec.audio)
     assert len(heard) > 2.5 * RATE
-    assert dominant_frequency(heard, RATE) == pytest.approx(900.0, abs=0.5 if sound_server.kind
-                                                            == "pulseaudio" else 1.5)
+    # 1.5 Hz: trx-rx conceals a late packet with a fixed 40 ms of Opus PLC and has no drift
+    # correction, so its output has seams (a clean CI run on PulseAudio read 900.8 Hz)
+    assert dominant_frequency(heard, RATE) == pytest.approx(900.0, abs=1.5)
     assert level_db(heard[RATE // 2: -RATE // 2]) == pytest.approx(-15.0, abs=1.5)
 
 

@@ -432,6 +432,33 @@ def test_cancelled_stream_to_loses_nothing_and_a_closing_transport_is_skipped() 
     asyncio.run(main())
 
 
+def test_closing_with_an_ssl_transport_whose_connection_is_gone() -> None:
+    """An SSL transport whose connection went away raises from get_write_buffer_size (its
+    protocol is None): serve's shutdown with an HTTPS listener must not trip over it."""
+
+    class GoneSslTransport(FakeTransport):
+        def get_write_buffer_size(self) -> int:
+            raise AttributeError("'NoneType' object has no attribute '_get_write_buffer_size'")
+
+    async def main() -> None:
+        clock = FakeClock()
+        b = Broadcaster(header=b"HEAD", burst_s=0.0, batch_s=0.1, clock=clock)
+        listener = b.subscribe()
+        assert (await listener.next_batch() or b"").startswith(b"HEAD")
+        transport = GoneSslTransport()
+        task = asyncio.create_task(listener.stream_to(transport, chunked=True))
+        await asyncio.sleep(0)
+        for i in range(10):
+            b.publish(chunk(i))
+        assert indices(dechunk(transport.writes)) == list(range(10))
+        assert listener.lag_s >= 0.0
+        b.close()  # cuts every listener, reading each one's lag: no exception
+        await asyncio.wait_for(task, 1.0)
+        assert listener.cut_reason is not None
+
+    asyncio.run(main())
+
+
 # --- FormatStream: one encoder per format, running only while somebody listens -------------
 
 class FakeEncoder:

@@ -387,7 +387,7 @@ class Broadcaster:
             assert transport is not None
             if transport.is_closing():
                 continue  # its handler is being cancelled and will close it
-            if transport.get_write_buffer_size() > limit_bytes:
+            if buffered_bytes(transport) > limit_bytes:
                 slow.append(listener)
                 continue
             at = listener._next
@@ -425,6 +425,18 @@ class Broadcaster:
         return data
 
 
+def buffered_bytes(transport: Transport) -> int:
+    """What ``transport`` still holds to send; 0 once it is closing. An SSL transport whose
+    connection is gone raises from ``get_write_buffer_size`` (its protocol is None): seen when
+    serve stopped with an HTTPS listener."""
+    if transport.is_closing():
+        return 0
+    try:
+        return transport.get_write_buffer_size()
+    except (AttributeError, RuntimeError):
+        return 0
+
+
 class Listener:
     """One client's position in a :class:`Broadcaster`'s stream. Use from the loop thread."""
 
@@ -455,7 +467,7 @@ class Listener:
         if self._transport is not None:  # plus what its transport still holds
             rate = b.bytes_per_s
             if rate > 0:
-                lag_s += self._transport.get_write_buffer_size() / rate
+                lag_s += buffered_bytes(self._transport) / rate
         return lag_s
 
     async def next_batch(self) -> bytes | None:
