@@ -369,16 +369,20 @@ class Broadcaster:
             self._flush_timer = asyncio.get_running_loop().call_later(
                 wait_s, self._on_flush_timer)
 
+    def _joined_from(self, index: int) -> bytes:
+        """The data of the chunks from ring index ``index`` (>= the first kept) to the newest."""
+        return b"".join([e.chunk.data for e in islice(self._ring, index - self._first, None)])
+
     def _flush(self) -> None:
         """Write everything pending to every pushed listener: joined and framed once, shared
         by all the listeners at the group's position (the rest get their own bytes)."""
         self._cancel_flush_timer()
-        ring, first, end = self._ring, self._first, self._next
+        first, end = self._first, self._next
         start = self._push_next
         self._push_next = end
         start = max(start, first)  # below first only after a long stall: the oldest are gone
-        data = b"".join([e.chunk.data for e in islice(ring, start - first, None)])
-        framed = b"%x\r\n%b\r\n" % (len(data), data)
+        data = self._joined_from(start)
+        framed = http_chunk(data)
         limit_bytes = self.max_lag_s * self.bytes_per_s
         sent = 0
         slow: list[Listener] = []
@@ -399,9 +403,8 @@ class Broadcaster:
                 slow.append(listener)
                 continue
             elif at < end:  # it joined at another position (rare): its own bytes
-                own = b"".join([e.chunk.data for e in islice(ring, at - first, None)])
-                transport.write(b"%x\r\n%b\r\n" % (len(own), own) if listener._chunked
-                                else own)
+                own = self._joined_from(at)
+                transport.write(http_chunk(own) if listener._chunked else own)
                 listener.sent_bytes += len(own)
                 sent += len(own)
             listener._next = end
@@ -423,6 +426,11 @@ class Broadcaster:
         listener.sent_bytes += len(data)
         self._sent_bytes += len(data)
         return data
+
+
+def http_chunk(data: bytes) -> bytes:
+    """``data`` framed as one HTTP/1.1 chunk (size in hex, CRLF, data, CRLF)."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
 
 
 def buffered_bytes(transport: Transport) -> int:
