@@ -39,6 +39,7 @@ if str(_HERE) not in sys.path:  # so `import rig` also works with --import-mode=
 from rig import HUB, OUT, ServerKind, SoundServer  # noqa: E402
 from rig.icecast import icecast, icecast_session  # noqa: E402, F401  (private icecast2 fixtures)
 from rig.signals import speech_wav, tone, write_wav  # noqa: E402
+from rig.tools import missing_tool  # noqa: E402
 
 _KIND_BY_ID: dict[str, ServerKind] = {"pa": "pulseaudio", "pw": "pipewire"}
 _SERVER_FIXTURES = frozenset({"pulseaudio_server", "pipewire_server", "sound_server"})
@@ -69,10 +70,7 @@ def _pw_min_quantum() -> int | None:
 def _start_session_server(kind: ServerKind) -> SoundServer:
     missing = [tool for tool in _NEEDS[kind] if shutil.which(tool) is None]
     if missing:
-        message = f"{kind} test server needs {', '.join(missing)} (not installed)"
-        if os.environ.get("CI") or os.environ.get("DESKCAST_REQUIRE_AUDIO"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing_tool(f"{kind} test server needs {', '.join(missing)} (not installed)")
     min_quantum = _pw_min_quantum() if kind == "pipewire" else None
     server = SoundServer(kind, min_quantum=min_quantum).start()
     try:
@@ -130,6 +128,6 @@ def tone_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def speech_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A short spoken sentence (espeak-ng), 48 kHz stereo 16-bit WAV."""
     if shutil.which("espeak-ng") is None or shutil.which("sox") is None:
-        pytest.skip("espeak-ng and sox are needed for speech_file")
+        missing_tool("espeak-ng and sox are needed for speech_file")
     path = tmp_path_factory.mktemp("signals") / "speech.wav"
     return speech_wav(path, "Testing deskcast, one two three.")

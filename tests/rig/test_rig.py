@@ -32,6 +32,7 @@ from rig.signals import (
     tone_level_db,
     write_wav,
 )
+from rig.tools import missing_tool
 
 RATE = 48000
 
@@ -183,7 +184,7 @@ def test_speech_wav(tmp_path: Path) -> None:
 @pytest.mark.parametrize("kind", ["pulseaudio", "pipewire"])
 def test_server_start_stop_leaves_nothing(kind: ServerKind) -> None:
     if kind not in available_kinds():
-        pytest.skip(f"{kind} is not installed")
+        missing_tool(f"{kind} is not installed")
     with SoundServer(kind) as srv:
         assert srv.kind == kind
         root = srv.root
