@@ -442,6 +442,7 @@ def cmd_receive(args: argparse.Namespace) -> int:
     receiver = RtpReceiver(Endpoint("rtp", listen, {}, Direction.SOURCE), fmt, block,
                            jitter=jitter, takeover_ms=s.takeover_ms, fec=s.inband_fec,
                            drift=s.drift, key=key, allow=[s.allow] if s.allow else [])
+    receiver.rtprio = s.rtprio
     receiver.output_latency_ms = s.buffer_ms if s.sink.startswith(("pulse", "alsa")) else 0.0
     sink = make_sink(s.sink, fmt, block, hub_name=s.sink_name, buffer_ms=s.buffer_ms)
     show = not args.quiet and sys.stderr.isatty()

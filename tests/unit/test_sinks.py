@@ -142,3 +142,72 @@ def test_pulse_sink_drops_audio_at_real_time_until_it_is_back(
     assert dropped * 0.01 == pytest.approx(1.75, abs=0.015)
     assert sum(sleeps) == pytest.approx((dropped - 1) * 0.01, abs=0.011)
     assert streams[1].written[-1] == ramp_block(480 * 250).data
+
+
+def test_pulse_sink_gives_libpulses_thread_the_audio_threads_priority(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The thread libpulse starts for a stream ('threaded-ml') wakes the audio thread when the
+    server wants audio: the first write (from the audio thread) gives it that thread's
+    SCHED_FIFO priority, once per stream; other threads started meanwhile keep theirs."""
+    import contextlib
+    import threading
+
+    import pasimple
+
+    from deskcast import soundserver
+    from deskcast.capture.pulse import StreamKeeper
+    from deskcast.playback import pulse as pulse_sink
+
+    class FakeStream:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            self.stop = threading.Event()
+            self.threads = [self._start("threaded-ml"), self._start("other")]
+
+        def _start(self, name: str) -> threading.Thread:
+            named = threading.Event()
+
+            def run() -> None:
+                with open("/proc/thread-self/comm", "w") as f:
+                    f.write(name)
+                named.set()
+                self.stop.wait(5)
+
+            t = threading.Thread(target=run, daemon=True)
+            t.start()
+            named.wait(5)
+            return t
+
+        def write(self, data: bytes) -> None:
+            pass
+
+        def drain(self) -> None:
+            pass
+
+        def close(self) -> None:
+            self.stop.set()
+
+    raised: list[tuple[int | None, int, int]] = []
+    monkeypatch.setattr(os, "sched_getscheduler", lambda pid: os.SCHED_FIFO)
+    monkeypatch.setattr(os, "sched_getparam", lambda pid: os.sched_param(80))
+    monkeypatch.setattr(os, "sched_setscheduler", lambda pid, policy, param: raised.append(
+        (pid, policy, param.sched_priority)))
+    monkeypatch.setattr(pasimple, "PaSimple", FakeStream)
+    monkeypatch.setattr(soundserver, "connect", lambda: contextlib.nullcontext(None))
+    monkeypatch.setattr(soundserver, "sinks", lambda pulse, hub: [
+        soundserver.Device("out", "out")])
+    monkeypatch.setattr(StreamKeeper, "start_watch", lambda self, device: None)
+    sink = pulse_sink.PulseSink(parse("pulse:out", Direction.SINK), FMT, 480)
+    sink.open()
+    try:
+        first = sink._stream
+        sink.write(ramp_block())
+        sink.write(ramp_block(480))
+        assert raised == [(first.threads[0].native_id, os.SCHED_FIFO, 80)]
+        sink._drop_stream()  # a reopened stream: its new thread is raised too
+        sink.keeper.lose("test")
+        sink.keeper.due_now()
+        sink.write(ramp_block(960))
+        assert sink._stream is not first
+        assert raised[1:] == [(sink._stream.threads[0].native_id, os.SCHED_FIFO, 80)]
+    finally:
+        sink.close()

@@ -15,6 +15,12 @@ moment before the links follow, so audio of the wrong device could pass as ours 
 half a second of the other sink's tone after the move), while a fresh stream is linked to the
 device it names and to nothing else.
 :class:`StreamKeeper` does this for both directions; the sink drops audio instead.
+
+**Priority.** libpulse runs each pasimple stream's I/O in a thread of its own
+(``threaded-ml``): it is that thread that hears the server deliver audio (or ask for more) and
+wakes our audio thread. Created at normal priority, it waits behind every busy process of the
+machine, and that wait comes out of the device buffer. :class:`LoopThreads` gives it the audio
+thread's real-time priority once the audio thread first uses the stream.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 import pasimple
@@ -179,6 +185,60 @@ class StreamKeeper(Reconnector):
         return not self._reopen_wanted
 
 
+LOOP_THREAD_NAME = "threaded-ml"
+"""What libpulse names the thread of a ``pa_threaded_mainloop`` (one per pasimple stream)."""
+
+
+def _thread_ids() -> set[int]:
+    try:
+        return {int(tid) for tid in os.listdir("/proc/self/task")}
+    except (OSError, ValueError):
+        return set()
+
+
+def _thread_name(tid: int) -> str:
+    try:
+        with open(f"/proc/self/task/{tid}/comm", encoding="utf-8") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+class LoopThreads:
+    """libpulse's thread of the stream just opened, raised to the audio thread's priority.
+
+    :meth:`opening` wraps the opening of a stream and notes the ``threaded-ml`` thread that
+    appeared; :meth:`share_priority`, called from the audio thread, gives it that thread's
+    real-time policy and priority (once per stream; a no-op at normal priority, and where
+    ``/proc`` or the permission is missing).
+    """
+
+    def __init__(self) -> None:
+        self.pending: list[int] = []
+
+    @contextlib.contextmanager
+    def opening(self) -> Iterator[None]:
+        before = _thread_ids()
+        yield
+        self.pending = [tid for tid in sorted(_thread_ids() - before)
+                        if _thread_name(tid) == LOOP_THREAD_NAME]
+
+    def share_priority(self) -> None:
+        tids, self.pending = self.pending, []
+        policy = os.sched_getscheduler(0)
+        if not tids or policy not in (os.SCHED_FIFO, os.SCHED_RR):
+            return
+        param = os.sched_getparam(0)
+        for tid in tids:
+            try:
+                os.sched_setscheduler(tid, policy, param)
+            except OSError as err:  # gone, or not allowed: it keeps its priority
+                logger.debug("libpulse thread %d keeps its priority: %s", tid, err)
+            else:
+                logger.debug("libpulse thread %d runs at the audio thread's priority %d",
+                             tid, param.sched_priority)
+
+
 def close_stream(stream: pasimple.PaSimple | None, name: str) -> None:
     """Close a (possibly failed) stream, quietly."""
     if stream is not None:
@@ -210,6 +270,7 @@ class PulseSource(Source):
         self.keeper = StreamKeeper("source", self.name, "deskcast capture",
                                    "capturing silence")
         self._stream: Any = None
+        self._loop = LoopThreads()
         self._pts = 0
         self._silence = RealTimeStandIn(fmt.rate, Pacer)
 
@@ -234,11 +295,12 @@ class PulseSource(Source):
             self.description = dev.description
             self.monitor_of = dev.monitor_of
         try:
-            self._stream = pasimple.PaSimple(
-                pasimple.PA_STREAM_RECORD, PA_FORMATS[self.fmt.sample], self.fmt.channels,
-                self.fmt.rate, app_name="deskcast", stream_name=self.keeper.media_name,
-                device_name=self.device, fragsize=self.block_bytes,
-            )
+            with self._loop.opening():
+                self._stream = pasimple.PaSimple(
+                    pasimple.PA_STREAM_RECORD, PA_FORMATS[self.fmt.sample], self.fmt.channels,
+                    self.fmt.rate, app_name="deskcast", stream_name=self.keeper.media_name,
+                    device_name=self.device, fragsize=self.block_bytes,
+                )
         except pasimple.PaSimpleError as err:
             raise soundserver.pa_error(err, f"cannot capture from {self.name}") from None
 
@@ -249,6 +311,8 @@ class PulseSource(Source):
         if self._stream is None and keeper.reopen(self._connect, "capturing again"):
             self._silence.reset()
         if self._stream is not None:
+            if self._loop.pending:
+                self._loop.share_priority()
             try:
                 data = self._stream.read(self.block_bytes)
             except pasimple.PaSimpleError as err:

@@ -18,7 +18,13 @@ import pasimple
 
 from deskcast import soundserver
 from deskcast.capture.base import Pacer
-from deskcast.capture.pulse import PA_FORMATS, StreamKeeper, close_stream, lost_reason
+from deskcast.capture.pulse import (
+    PA_FORMATS,
+    LoopThreads,
+    StreamKeeper,
+    close_stream,
+    lost_reason,
+)
 from deskcast.endpoints import Endpoint
 from deskcast.media import AudioFormat, PcmBlock
 from deskcast.playback.base import Sink
@@ -42,6 +48,7 @@ class PulseSink(Sink):
         """Survive a restarted server or a removed device (see the module docstring)."""
         self.keeper = StreamKeeper("sink", self.name, "deskcast playback", "dropping audio")
         self._stream: Any = None
+        self._loop = LoopThreads()
         self._dropping = RealTimeStandIn(fmt.rate, Pacer)
 
     @property
@@ -71,12 +78,13 @@ class PulseSink(Sink):
             self.description = dev.description
         block_bytes = self.block_frames * self.fmt.frame_bytes
         try:
-            self._stream = pasimple.PaSimple(
-                pasimple.PA_STREAM_PLAYBACK, PA_FORMATS[self.fmt.sample], self.fmt.channels,
-                self.fmt.rate, app_name="deskcast", stream_name=self.keeper.media_name,
-                device_name=self.device, tlength=self.buffer_bytes,
-                minreq=min(block_bytes, self.buffer_bytes // 2),
-            )
+            with self._loop.opening():
+                self._stream = pasimple.PaSimple(
+                    pasimple.PA_STREAM_PLAYBACK, PA_FORMATS[self.fmt.sample], self.fmt.channels,
+                    self.fmt.rate, app_name="deskcast", stream_name=self.keeper.media_name,
+                    device_name=self.device, tlength=self.buffer_bytes,
+                    minreq=min(block_bytes, self.buffer_bytes // 2),
+                )
         except pasimple.PaSimpleError as err:
             raise soundserver.pa_error(err, f"cannot play to {self.name}") from None
 
@@ -87,6 +95,8 @@ class PulseSink(Sink):
         if self._stream is None and keeper.reopen(self._connect, "playing again"):
             self._dropping.reset()
         if self._stream is not None:
+            if self._loop.pending:
+                self._loop.share_priority()
             data = block.data if keeper.usable else bytes(len(block.data))
             try:
                 self._stream.write(data)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from deskcast import realtime
 from deskcast.capture.base import Pacer, Source
 from deskcast.decode.opus import CorruptPacket, OpusDecoder, packet_samples
 from deskcast.endpoints import Endpoint
@@ -153,6 +154,9 @@ class RtpReceiver(Source):
         self.output_latency_ms = 0.0
         """What the sink adds (its device buffer), for the latency estimate."""
         self.pacer: Pacer | None = Pacer(fmt.rate)
+        self.rtprio = 0
+        """SCHED_FIFO priority of the network thread (0: normal): a packet that waits for
+        it is late for the jitter buffer, as if the network had held it back."""
         self._lock = threading.Lock()
         self._stream: _Stream | None = None
         self._socks: list[socket.socket] = []
@@ -213,6 +217,7 @@ class RtpReceiver(Source):
     def _net_loop(self) -> None:
         import selectors
 
+        realtime.request(self.rtprio)
         sel = selectors.DefaultSelector()
         for sock in self._socks:
             sel.register(sock, selectors.EVENT_READ, data=sock)
