@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from deskcast.encode import mp3
 from deskcast.encode.mp3 import (
     Mp3Encoder,
     parse_frame_header,
@@ -45,9 +46,13 @@ def encode(x: npt.NDArray[np.floating], fmt: AudioFormat, sizes: tuple[int, ...]
     return out, enc.flush()
 
 
+BACKENDS = pytest.mark.parametrize("backend", ["lame", "pyav"])
+"""The system libmp3lame through ctypes (what serve uses) and PyAV's copy (the fallback)."""
+
+
 @cache
-def tone_frames() -> tuple[list[bytes], list[bytes]]:
-    return encode(tone(STEREO, 3.0), STEREO)
+def tone_frames(backend: str = "lame") -> tuple[list[bytes], list[bytes]]:
+    return encode(tone(STEREO, 3.0), STEREO, backend=backend)
 
 
 def decode(data: bytes) -> tuple[npt.NDArray[np.float32], int]:
@@ -67,8 +72,9 @@ def rms_db(x: npt.NDArray[np.float32]) -> float:
     return float(20 * np.log10(np.sqrt(np.mean(np.square(x, dtype=np.float64)))))
 
 
-def test_every_item_is_one_whole_mpeg1_layer3_frame() -> None:
-    body, tail = tone_frames()
+@BACKENDS
+def test_every_item_is_one_whole_mpeg1_layer3_frame(backend: str) -> None:
+    body, tail = tone_frames(backend)
     frames = body + tail
     assert len(body) > 100 and tail
     for frame in frames:
@@ -79,8 +85,9 @@ def test_every_item_is_one_whole_mpeg1_layer3_frame() -> None:
         assert h.samples == 1152
 
 
-def test_frames_decode_to_the_tone() -> None:
-    body, tail = tone_frames()
+@BACKENDS
+def test_frames_decode_to_the_tone(backend: str) -> None:
+    body, tail = tone_frames(backend)
     pcm, rate = decode(b"".join(body + tail))
     assert rate == 48000 and pcm.shape[0] == 2
     # Encoder delay and the padded last frame add a little, never take away.
@@ -91,18 +98,20 @@ def test_frames_decode_to_the_tone() -> None:
         assert rms_db(channel) == pytest.approx(-15.0, abs=0.5)  # sine: peak - 3.01 dB
 
 
-def test_reservoir_is_off_every_frame_stands_alone() -> None:
-    body, tail = tone_frames()
+@BACKENDS
+def test_reservoir_is_off_every_frame_stands_alone(backend: str) -> None:
+    body, tail = tone_frames(backend)
     assert all(side_info_main_data_begin(f) == 0 for f in body + tail)
     noise = np.random.default_rng(1).uniform(-0.5, 0.5, (STEREO.rate, 2))
-    noisy, noisy_tail = encode(noise, STEREO)
+    noisy, noisy_tail = encode(noise, STEREO, backend=backend)
     assert all(side_info_main_data_begin(f) == 0 for f in noisy + noisy_tail)
 
 
-def test_reservoir_check_can_fail() -> None:
+@BACKENDS
+def test_reservoir_check_can_fail(backend: str) -> None:
     """Control: the same encoder with the reservoir on borrows bytes for noise."""
     noise = np.random.default_rng(1).uniform(-0.5, 0.5, (STEREO.rate, 2))
-    body, tail = encode(noise, STEREO, reservoir=True)
+    body, tail = encode(noise, STEREO, reservoir=True, backend=backend)
     assert max(side_info_main_data_begin(f) for f in body + tail) > 0
 
 
@@ -117,19 +126,25 @@ def test_any_frame_is_a_join_point() -> None:
         assert rms_db(channel) == pytest.approx(-15.0, abs=0.5)
 
 
-def test_bitrate_is_really_128k() -> None:
-    body, _ = tone_frames()
+@BACKENDS
+def test_bitrate_is_really_128k(backend: str) -> None:
+    body, _ = tone_frames(backend)
     assert sum(map(len, body)) * 8 / (len(body) * 1152 / 48000) == 128000
     # Against the wall clock: what came out while 3 s went in (the encoder lags a frame or two).
     assert sum(map(len, body)) * 8 / 3.0 == pytest.approx(128000, rel=0.02)
 
 
+@BACKENDS
 @pytest.mark.parametrize("fmt, kbps", [
     (AudioFormat(44100, 2, SampleFormat.F32LE), 192),
     (AudioFormat(32000, 1, SampleFormat.S32LE), 64),
+    (AudioFormat(48000, 1, SampleFormat.S16LE), 96),
+    (AudioFormat(48000, 2, SampleFormat.S32LE), 128),
+    (AudioFormat(32000, 1, SampleFormat.F32LE), 64),
 ])
-def test_other_rates_channels_and_sample_formats(fmt: AudioFormat, kbps: int) -> None:
-    body, tail = encode(tone(fmt, 2.0), fmt, sizes=(4096,), bitrate_kbps=kbps)
+def test_other_rates_channels_and_sample_formats(fmt: AudioFormat, kbps: int,
+                                                  backend: str) -> None:
+    body, tail = encode(tone(fmt, 2.0), fmt, sizes=(4096,), bitrate_kbps=kbps, backend=backend)
     frames = body + tail
     headers = [parse_frame_header(f) for f in frames]
     assert {(h.sample_rate, h.channels, h.bitrate_kbps) for h in headers} == {
@@ -143,8 +158,10 @@ def test_other_rates_channels_and_sample_formats(fmt: AudioFormat, kbps: int) ->
     assert abs(peak_hz(pcm[0, rate // 2:rate * 3 // 2], rate) - TONE_HZ) < 2
 
 
-def test_encoder_properties_and_small_blocks() -> None:
-    enc = Mp3Encoder(STEREO)
+@BACKENDS
+def test_encoder_properties_and_small_blocks(backend: str) -> None:
+    enc = Mp3Encoder(STEREO, backend=backend)
+    assert enc.backend == backend
     assert enc.frame_samples == 1152
     assert enc.frame_duration_s == pytest.approx(0.024)
     assert enc.encode(PcmBlock(b"", STEREO)) == []
@@ -237,3 +254,20 @@ def test_split_frames_streaming_any_chunking(cuts: list[int]) -> None:
         out, rest = split_frames(rest + stream[a:b])
         got += out
     assert got == frames and rest == b""
+
+
+def test_without_a_system_libmp3lame_pyav_encodes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mp3, "lame_library", lambda: None)
+    assert Mp3Encoder(STEREO).backend == "pyav"
+    with pytest.raises(ConfigError, match="libmp3lame"):
+        Mp3Encoder(STEREO, backend="lame")
+
+
+def test_blocks_in_another_sample_format_are_converted() -> None:
+    s32 = AudioFormat(48000, 2, SampleFormat.S32LE)
+    enc = Mp3Encoder(STEREO)
+    x = tone(s32, 1.0)
+    frames = enc.encode(PcmBlock.from_float(x, s32)) + enc.flush()
+    pcm, rate = decode(b"".join(frames))
+    assert abs(peak_hz(pcm[0, rate // 4:], rate) - TONE_HZ) < 2
+    assert rms_db(pcm[0, rate // 4:rate * 3 // 4]) == pytest.approx(-15.0, abs=0.5)
