@@ -211,3 +211,76 @@ def test_pulse_sink_gives_libpulses_thread_the_audio_threads_priority(
         assert raised[1:] == [(sink._stream.threads[0].native_id, os.SCHED_FIFO, 80)]
     finally:
         sink.close()
+
+
+def test_pulse_sink_waits_for_room_before_the_next_block_is_taken(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """wait_for_room sleeps until what the server reports queued leaves room for a block as
+    long as the last one written, at most 3/4 of a block, and not while the stream is lost;
+    the pump calls it before reading a source that is not clocked, and only then."""
+    import contextlib
+
+    import pasimple
+
+    from deskcast import soundserver
+    from deskcast.capture.pulse import StreamKeeper
+    from deskcast.capture.tone import ToneSource
+    from deskcast.playback import pulse as pulse_sink
+    from deskcast.pump import Pump
+
+    queued_us = [0]
+
+    class FakeStream:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            pass
+
+        def get_latency(self) -> int:
+            return queued_us[0]
+
+        def write(self, data: bytes) -> None:
+            pass
+
+        def drain(self) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(pasimple, "PaSimple", FakeStream)
+    monkeypatch.setattr(soundserver, "connect", lambda: contextlib.nullcontext(None))
+    monkeypatch.setattr(soundserver, "sinks", lambda pulse, hub: [
+        soundserver.Device("out", "out")])
+    monkeypatch.setattr(StreamKeeper, "start_watch", lambda self, device: None)
+    sink = pulse_sink.PulseSink(parse("pulse:out", Direction.SINK), FMT, 240, buffer_ms=20)
+    slept: list[float] = []
+    sink.sleep = slept.append
+    sink.open()
+    try:
+        sink.write(ramp_block())  # 480 frames: 10 ms
+        for us in (9_000, 10_000, 16_000, 40_000):
+            queued_us[0] = us
+            sink.wait_for_room()
+        assert slept == pytest.approx([0.006, 0.0075])  # 16 - (20 - 10) ms; 3/4 of 10 ms
+        sink.keeper.lose("test")
+        sink.wait_for_room()
+        assert len(slept) == 2
+    finally:
+        sink.close()
+
+    class Recording(pulse_sink.PulseSink):
+        calls: list[str]
+
+        def wait_for_room(self) -> None:
+            self.calls.append("wait")
+
+        def write(self, block: PcmBlock) -> None:
+            self.calls.append("write")
+
+    for clocked, expected in ((False, ["wait", "write"] * 3), (True, ["write"] * 3)):
+        rec = Recording(parse("pulse:out", Direction.SINK), FMT, 480)
+        rec.calls = []
+        source = ToneSource(parse("tone:440", Direction.SOURCE), FMT, 480)
+        source.clocked = clocked
+        source.pacer = None
+        Pump(source, rec, max_frames=3 * 480).run()
+        assert rec.calls == expected

@@ -4,6 +4,13 @@ Without a name it plays to this machine's speakers: the default sink, or, when t
 hub is the default, the sink that was the default before the hub was set up. The server buffer
 is ``buffer_ms``; ``write()`` blocks while it is full, so the sound server's clock paces us.
 
+**Pull.** A blocking write returns once the block is queued, and the next block, taken from the
+caller's source at once, then waits in the next write until the server asks for more: about
+one device period (minreq) in which a packet that arrives is already too late for it.
+:meth:`PulseSink.wait_for_room` lets the caller wait for that moment *before* it takes the
+next block (the network receiver: from its jitter buffer), so the packet gets that period more
+to arrive, at no cost in delay — one cushion, the jitter buffer's, instead of two.
+
 Once open, the sink survives a restarted server or a removed device like the pulse source does
 (see :mod:`deskcast.capture.pulse`): one warning, audio is dropped at real time (so the pump
 does not spin) while the stream is reopened with backoff, one line when it is back.
@@ -12,6 +19,8 @@ does not spin) while the stream is reopened with backoff, one line when it is ba
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pasimple
@@ -32,6 +41,10 @@ from deskcast.reconnect import RealTimeStandIn
 
 logger = logging.getLogger(__name__)
 
+MAX_WAIT_BLOCKS = 0.75
+""":meth:`PulseSink.wait_for_room` sleeps at most this share of a block: a server that
+reported a queue longer than it is could otherwise make us slower than real time."""
+
 
 class PulseSink(Sink):
     clocked = True
@@ -50,6 +63,9 @@ class PulseSink(Sink):
         self._stream: Any = None
         self._loop = LoopThreads()
         self._dropping = RealTimeStandIn(fmt.rate, Pacer)
+        self.buffer_s = buffer_ms / 1000
+        self._last_frames = block_frames
+        self.sleep: Callable[[float], None] = time.sleep
 
     @property
     def name(self) -> str:
@@ -88,6 +104,24 @@ class PulseSink(Sink):
         except pasimple.PaSimpleError as err:
             raise soundserver.pa_error(err, f"cannot play to {self.name}") from None
 
+    def wait_for_room(self) -> None:
+        """Sleep until the server's buffer has room for one more block as long as the last
+        one (what it reports queued, sink included, is at most ``buffer_ms`` minus a block).
+        Call it before taking the block from a source that is not clocked: it is then taken
+        when the device wants it rather than a device period early (see the module
+        docstring). At most ``MAX_WAIT_BLOCKS`` of a block; nothing while lost."""
+        stream = self._stream
+        if stream is None or not self.keeper.usable:
+            return
+        try:
+            queued_s = stream.get_latency() / 1e6
+        except pasimple.PaSimpleError:
+            return  # write() will find out and reconnect
+        block_s = self._last_frames / self.fmt.rate
+        wait = queued_s - (self.buffer_s - block_s)
+        if wait > 0:
+            self.sleep(min(wait, MAX_WAIT_BLOCKS * block_s))
+
     def write(self, block: PcmBlock) -> None:
         keeper = self.keeper
         if self._stream is not None and keeper.take_reopen():
@@ -98,6 +132,7 @@ class PulseSink(Sink):
             if self._loop.pending:
                 self._loop.share_priority()
             data = block.data if keeper.usable else bytes(len(block.data))
+            self._last_frames = block.frames
             try:
                 self._stream.write(data)
                 return
