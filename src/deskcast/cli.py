@@ -516,7 +516,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from deskcast.http import token as token_file
     from deskcast.http.mpris import poll_mpris
     from deskcast.http.nowplaying import parse_field_map, poll_tracker
-    from deskcast.http.server import Server, serve
+    from deskcast.http.server import SERVE_BLOCK_MS, Server, serve
     from deskcast.transport.sender import parse_hostport
 
     s = _settings(args, ["serve", "run", "audio", "hub"])
@@ -559,7 +559,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         bitrate = s.mp3_bitrate if icecast_fmt == "mp3" else s.opus_bitrate
         push = IcecastPush(s.icecast, content_type=ctype, name=s.stream_name,
                            bitrate_kbps=bitrate, sample_rate=fmt.rate, channels=fmt.channels)
-    source = make_source(s.source, fmt, fmt.frames_for_ms(s.block_ms), hub_name=s.sink_name,
+    block_ms = s.block_ms if s.origins.get("block_ms") != "default" else SERVE_BLOCK_MS
+    source = make_source(s.source, fmt, fmt.frames_for_ms(block_ms), hub_name=s.sink_name,
                          buffer_ms=s.buffer_ms)
     with source:
         server = Server(source, bitrate_kbps=s.mp3_bitrate, opus_bitrate_kbps=s.opus_bitrate,

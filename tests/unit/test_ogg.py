@@ -92,13 +92,14 @@ def test_muxer_splits_many_packets_over_pages_without_breaking_one() -> None:
     assert pages[-1].granule == 100 * 960 == mux.granule
 
 
-def test_stream_chunks_are_whole_pages_and_any_page_is_a_join_point() -> None:
+@pytest.mark.parametrize("block_frames", [480, 1920, 4800])  # 10 ms, serve's 40 ms, 100 ms
+def test_stream_chunks_are_whole_pages_and_any_page_is_a_join_point(block_frames: int) -> None:
     enc = OggOpusStream(STEREO, 96)
     header, _ = parse_pages(enc.header)
     assert [p.sequence for p in header] == [0, 1] and header[0].bos
     assert header[0].packets[0][:8] == b"OpusHead" and header[1].packets[0][:8] == b"OpusTags"
     assert all(p.granule == 0 for p in header)
-    chunks = [c for b in tone_blocks(4.0) for c in enc.encode(b)]
+    chunks = [c for b in tone_blocks(4.0, block_frames) for c in enc.encode(b)]
     assert len(chunks) == 40
     granules = []
     for chunk in chunks:

@@ -107,13 +107,14 @@ class OggOpusStream:
     def encode(self, block: PcmBlock) -> list[Chunk]:
         for frame in self._reblocker.push(block.data):
             self._packets.append(self.encoder.encode(frame))
-        if len(self._packets) < self._per_chunk:
-            return []
-        duration = len(self._packets) * OPUS_FRAME_MS / 1000
-        chunk = Chunk(self.muxer.pages(self._packets), duration, self._pts_s)
-        self._pts_s += duration
-        self._packets = []
-        return [chunk]
+        chunks: list[Chunk] = []
+        n = self._per_chunk
+        while len(self._packets) >= n:  # pages of exactly n packets, whatever the block size
+            packets, self._packets = self._packets[:n], self._packets[n:]
+            duration = n * OPUS_FRAME_MS / 1000
+            chunks.append(Chunk(self.muxer.pages(packets), duration, self._pts_s))
+            self._pts_s += duration
+        return chunks
 
 
 @dataclass(frozen=True)
