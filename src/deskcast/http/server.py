@@ -59,6 +59,8 @@ from deskcast.media import PcmBlock
 logger = logging.getLogger(__name__)
 
 NO_CACHE = "no-cache, no-store, must-revalidate"
+MIN_BACKLOG = 128
+"""The smallest accept queue (aiohttp's default): see :func:`listen_backlog`."""
 SERVE_BLOCK_MS = 40.0
 """serve's block size unless ``--block-ms`` (or the config file) sets one: its listeners get
 ~0.1 s chunks anyway, and 25 blocks a second instead of 100 save the audio thread three
@@ -582,8 +584,9 @@ class _Site(web.TCPSite):
     default, 60 s, would let a client that never says hello hold a socket that long)."""
 
     def __init__(self, runner: web.AppRunner, host: str | None, port: int, *,
-                 ssl_context: ssl.SSLContext | None, handshake_timeout_s: float) -> None:
-        super().__init__(runner, host, port, ssl_context=ssl_context)
+                 ssl_context: ssl.SSLContext | None, handshake_timeout_s: float,
+                 backlog: int = 128) -> None:
+        super().__init__(runner, host, port, ssl_context=ssl_context, backlog=backlog)
         self.handshake_timeout_s = handshake_timeout_s
 
     async def start(self) -> None:
@@ -598,6 +601,17 @@ class _Site(web.TCPSite):
             ssl_handshake_timeout=self.handshake_timeout_s)
         sockets = self._server.sockets
         self._bound_port = sockets[0].getsockname()[1] if sockets else self._port
+
+
+def listen_backlog(max_listeners: int) -> int:
+    """The listening socket's accept queue: room for every allowed listener connecting at once.
+
+    The kernel completes a TCP handshake before the server accepts it; once the queue is full it
+    drops the SYNs of further clients, which retry only after a second. With aiohttp's 128, a
+    few hundred players reconnecting together (serve restarted, a network blip) waited 1 s+ for
+    their first byte while the loop worked through the first ones. Linux caps it at
+    ``net.core.somaxconn`` (4096 by default)."""
+    return max(MIN_BACKLOG, max_listeners)
 
 
 def raise_fd_limit(max_listeners: int) -> int:
@@ -634,7 +648,7 @@ async def serve(server: Server, host: str, port: int, stop: asyncio.Event,
                            max_headers=MAX_HEADERS)
     await runner.setup()
     site = _Site(runner, host or None, port, ssl_context=ssl_context,
-                 handshake_timeout_s=header_timeout_s)
+                 handshake_timeout_s=header_timeout_s, backlog=listen_backlog(server.max_listeners))
     try:
         await site.start()
     except OSError as err:
