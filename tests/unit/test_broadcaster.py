@@ -14,6 +14,7 @@ from deskcast.http.broadcaster import (
     Chunk,
     Listener,
 )
+from deskcast.http.icy import IcyInserter, split_icy
 from deskcast.http.streams import FORMATS, FormatStream, Running
 
 FRAME_S = 0.02
@@ -455,6 +456,55 @@ def test_closing_with_an_ssl_transport_whose_connection_is_gone() -> None:
         b.close()  # cuts every listener, reading each one's lag: no exception
         await asyncio.wait_for(task, 1.0)
         assert listener.cut_reason is not None
+
+    asyncio.run(main())
+
+
+def test_icy_listeners_are_pushed_with_their_own_blocks_built_once_per_phase() -> None:
+    """Pushed ICY listeners get exactly what one IcyInserter fed every batch would give them,
+    title changes included; those at the same point of their interval share one bytes object,
+    those at another point get their own."""
+
+    async def main() -> None:
+        clock = FakeClock()
+        title = ["one"]
+        b = Broadcaster(header=b"", burst_s=FRAME_S, batch_s=0.1, clock=clock)
+        b.publish(chunk(0))  # the burst
+        clients = []
+        for metaint in (12, 12, 13):
+            listener = b.subscribe()
+            inserter = IcyInserter(metaint)
+            first = inserter.feed(await listener.next_batch() or b"", title[0])
+            transport = FakeTransport()
+            task = asyncio.create_task(listener.stream_to(
+                transport, chunked=True, icy=inserter, title=lambda: title[0]))
+            await asyncio.sleep(0)
+            clients.append((listener, transport, first, task, metaint))
+        plain = b.subscribe()  # a listener without ICY next to them
+        assert indices(await plain.next_batch() or b"") == [0]
+        plain_t = FakeTransport()
+        plain_task = asyncio.create_task(plain.stream_to(plain_t, chunked=True))
+        await asyncio.sleep(0)
+        for i in range(1, 101):
+            if i == 50:
+                title[0] = "two"
+            b.publish(chunk(i))
+            clock.now += FRAME_S
+        for listener, transport, first, _task, metaint in clients:
+            audio, blocks = split_icy(first + dechunk(transport.writes), metaint)
+            assert indices(audio) == list(range(101))
+            titles = [blk.title for blk in blocks if blk.title is not None]
+            assert titles == ["one", "two"]
+            assert len(blocks) == len(audio) // metaint
+            assert listener.sent_bytes == len(audio)
+        a, b2, c = (cl[1].writes for cl in clients)
+        assert all(x is y for x, y in zip(a, b2, strict=True))  # same phase: shared
+        assert any(x != y for x, y in zip(a, c, strict=True))  # another phase: its own
+        assert indices(dechunk(plain_t.writes)) == list(range(1, 101))  # no ICY blocks
+        b.close()
+        for *_rest, task, _m in clients:
+            await asyncio.wait_for(task, 1.0)
+        await asyncio.wait_for(plain_task, 1.0)
 
     asyncio.run(main())
 

@@ -29,7 +29,8 @@ push
     :meth:`Broadcaster.publish` (or its timer), one batch is joined and framed once and written
     to every such listener in one loop, with no coroutine step or future per listener. A
     listener whose transport holds more than ``max_lag_s`` of audio unsent is cut as too slow;
-    nobody ever waits for it.
+    nobody ever waits for it. Listeners with ICY metadata get the batch with their blocks
+    interleaved, built once for all those at the same point of their interval.
 
 Everything here runs on the event loop thread. An encoder running in another thread must hand
 its chunks over with ``loop.call_soon_threadsafe(broadcaster.publish, chunk)``.
@@ -47,6 +48,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import islice
 from typing import NamedTuple, Protocol
+
+from deskcast.http.icy import IcyCache, IcyInserter
 
 logger = logging.getLogger(__name__)
 
@@ -386,6 +389,8 @@ class Broadcaster:
         limit_bytes = self.max_lag_s * self.bytes_per_s
         sent = 0
         slow: list[Listener] = []
+        icy_cache: IcyCache = {}
+        icy_framed: dict[bytes, bytes] = {}
         for listener in self._pushed:
             transport = listener._transport
             assert transport is not None
@@ -395,8 +400,18 @@ class Broadcaster:
                 slow.append(listener)
                 continue
             at = listener._next
+            icy = listener._icy
             if at == start:
-                transport.write(framed if listener._chunked else data)
+                if icy is None:
+                    transport.write(framed if listener._chunked else data)
+                else:  # the same bytes for every ICY listener at the same point of its blocks
+                    out = icy.feed_shared(data, listener._title(), icy_cache)
+                    if listener._chunked:
+                        framed_out = icy_framed.get(out)
+                        if framed_out is None:
+                            framed_out = icy_framed[out] = http_chunk(out)
+                        out = framed_out
+                    transport.write(out)
                 listener.sent_bytes += len(data)
                 sent += len(data)
             elif at < first:
@@ -404,9 +419,11 @@ class Broadcaster:
                 continue
             elif at < end:  # it joined at another position (rare): its own bytes
                 own = self._joined_from(at)
-                transport.write(http_chunk(own) if listener._chunked else own)
                 listener.sent_bytes += len(own)
                 sent += len(own)
+                if icy is not None:
+                    own = icy.feed(own, listener._title())
+                transport.write(http_chunk(own) if listener._chunked else own)
             listener._next = end
         self._sent_bytes += sent
         for listener in slow:
@@ -462,6 +479,8 @@ class Listener:
         self._transport: Transport | None = None
         """Set while in :meth:`stream_to`."""
         self._chunked = False
+        self._icy: IcyInserter | None = None
+        self._title: Callable[[], str] = str
 
     @property
     def lag_s(self) -> float:
@@ -505,14 +524,17 @@ class Listener:
                     return b._take(self)
             await self._wait(b._start_s(self._next) + batch_s - _EPS, timeout)
 
-    async def stream_to(self, transport: Transport, *, chunked: bool) -> None:
+    async def stream_to(self, transport: Transport, *, chunked: bool,
+                        icy: IcyInserter | None = None,
+                        title: Callable[[], str] = str) -> None:
         """Write every later batch straight to ``transport`` until the listener ends.
 
         For a client that already has its response head and whatever :meth:`next_batch`
-        returned. ``chunked`` frames each batch as an HTTP/1.1 chunk. Returns once the listener
-        is cut (too slow: its transport held more than ``max_lag_s`` of audio unsent), closed,
-        or the broadcaster closes; cancelling it stops the writes, and :meth:`next_batch` then
-        carries on from where they stopped.
+        returned. ``chunked`` frames each batch as an HTTP/1.1 chunk; ``icy`` (the inserter
+        that already took the first batch) interleaves ICY blocks carrying ``title()``.
+        Returns once the listener is cut (too slow: its transport held more than ``max_lag_s``
+        of audio unsent), closed, or the broadcaster closes; cancelling it stops the writes,
+        and :meth:`next_batch` then carries on from where they stopped.
         """
         b = self._b
         if self.cut_reason is not None:
@@ -521,12 +543,15 @@ class Listener:
         self._future = future
         self._transport = transport
         self._chunked = chunked
+        self._icy = icy
+        self._title = title
         b._attach(self)
         try:
             await future
         finally:
             self._future = None
             self._transport = None
+            self._icy = None
             b._detach(self)
             if self.cut_reason is None:
                 b._busy[self] = None

@@ -31,6 +31,11 @@ def metadata_block(title: str) -> bytes:
     return bytes([units]) + payload.ljust(units * 16, b"\x00")
 
 
+IcyCache = dict[tuple[int, int, str | None, str], tuple[bytes, int, str | None]]
+"""(metaint, bytes to the next block, title last sent, title now) -> (bytes out, and those two
+after)."""
+
+
 @dataclass
 class IcyInserter:
     """Interleaves metadata blocks into one listener's byte stream."""
@@ -60,6 +65,18 @@ class IcyInserter:
         out += data[i:]
         self._left -= len(data) - i
         return bytes(out)
+
+    def feed_shared(self, data: bytes, title: str, cache: IcyCache) -> bytes:
+        """:meth:`feed`, shared between the inserters at the same point of the same ``data``
+        through ``cache`` (one per ``data``): the bytes are built once for them all."""
+        key = (self.metaint, self._left, self._sent_title, title)
+        hit = cache.get(key)
+        if hit is None:
+            out = self.feed(data, title)
+            cache[key] = hit = (out, self._left, self._sent_title)
+            return out
+        out, self._left, self._sent_title = hit
+        return out
 
 
 @dataclass

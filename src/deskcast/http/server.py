@@ -200,6 +200,10 @@ class Server:
         a function that removes it. ``server.nowplaying.track`` is the current one."""
         return self.nowplaying.watch(callback)
 
+    def _title(self) -> str:
+        """The ICY title now."""
+        return self.nowplaying.track.text
+
     def _retag(self, track: Track) -> None:
         for stream in self.streams.values():
             stream.set_tags(track.artist, track.title)
@@ -347,9 +351,10 @@ class Server:
         try:
             # Inside the try: a client that already hung up makes even the headers fail.
             await resp.prepare(request)
-            # Without ICY metadata every listener gets the same bytes: after the first batch
-            # (header and burst, at once) the broadcaster writes to its transport directly.
-            direct = inserter is None and not resp.headers.get(hdrs.CONTENT_ENCODING)
+            # After the first batch (header and burst, at once) the broadcaster writes to the
+            # transport directly: the same bytes to every listener, ICY listeners' built once
+            # per point of their metadata interval.
+            direct = not resp.headers.get(hdrs.CONTENT_ENCODING)
             while True:
                 data = await listener.next_batch()
                 if data is None:
@@ -361,7 +366,8 @@ class Server:
                 transport = request.transport
                 if direct and transport is not None and not transport.is_closing():
                     chunked = resp.headers.get(hdrs.TRANSFER_ENCODING, "").lower() == "chunked"
-                    await listener.stream_to(transport, chunked=chunked)
+                    await listener.stream_to(transport, chunked=chunked, icy=inserter,
+                                             title=self._title)
                     if listener.cut_reason == CUT_TOO_SLOW:
                         # Its socket and write buffer are full: nothing more would reach it.
                         logger.debug("dropping %s: too slow", request.remote)
