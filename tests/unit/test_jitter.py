@@ -176,3 +176,28 @@ def test_simulated_network_with_loss_jitter_and_reorder_plays_in_order() -> None
     assert lost < 0.05 + 0.03  # concealed fraction ~ loss rate, not more
     assert jb.stats.underruns <= 2
 
+
+
+
+def test_a_backlog_is_dropped_back_to_the_held_level_not_the_bare_target() -> None:
+    """A drift controller holds the buffer above its target (a sink that reads in bursts
+    needs the margin): a backlog piled on top of that (the device stalled) is dropped back
+    to the held level, and only audio beyond the held level and the slack is a backlog."""
+    jb = JitterBuffer(RATE, target_ms=20, adaptive=False)
+    jb.hold_samples = 2 * F                       # 40 ms held, target 20 ms
+    for i in range(7):                            # 140 ms piled up
+        jb.put(*packet(i), F, 0.0)
+    i = 7
+    while jb.stats.skipped_samples == 0 and i < 200:
+        assert jb.pop() is not None               # one out, one in: it stays piled up
+        jb.put(*packet(i), F, 0.0)
+        i += 1
+    assert 55 <= i <= 60                          # after a second
+    assert jb.stats.skipped_samples == 5 * F      # to 40 ms, not to the bare 20
+    assert jb.depth_samples == 2 * F
+    jb.put(*packet(i), F, 0.0)
+    jb.put(*packet(i + 1), F, 0.0)                # 80 ms: the held level and two frames
+    for k in range(i + 2, i + 200):
+        assert jb.pop() is not None
+        jb.put(*packet(k), F, 0.0)
+    assert jb.stats.skipped_samples == 5 * F

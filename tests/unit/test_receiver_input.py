@@ -4,6 +4,7 @@ goes on (hypothesis over the datagram handler, without sockets)."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -13,6 +14,8 @@ from deskcast.media import AudioFormat, PcmBlock
 from deskcast.transport.jitter import JitterBuffer
 from deskcast.transport.receiver import RtpReceiver
 from deskcast.transport.rtp import RtpPacket
+
+from .fakes import FakeClock
 
 FMT = AudioFormat()
 
@@ -161,3 +164,29 @@ def test_inband_fec_rebuilds_a_lost_packet_better_than_concealment() -> None:
     err_fec = float(np.mean((with_fec[lost] - clean[lost]) ** 2))
     err_plc = float(np.mean((plc_only[lost] - clean[lost]) ** 2))
     assert err_fec < 0.05 * err_plc
+
+
+def test_delay_is_each_samples_wait_from_its_packets_arrival_to_the_sink() -> None:
+    """Packets on time every 20 ms, each frame read 30 ms after its packet came: the delay
+    in the status is 30 ms plus the sink's buffer, the mean over the last whole second;
+    nothing before the first whole second."""
+    clock = FakeClock(100.0)
+    rx = RtpReceiver(Endpoint("rtp", ":9", {}, Direction.SOURCE), FMT, 480,
+                     jitter=JitterBuffer(48000, target_ms=20, adaptive=False), drift=False,
+                     clock=clock)
+    rx.pacer = None
+    rx.output_latency_ms = 40.0
+    packets = tone_packets(150)
+    for k, pkt in enumerate(packets):
+        clock.now = 100.0 + 0.02 * k
+        rx.handle(pkt, clock.now)
+        if k == 10:
+            assert rx.status_fields()["delay_ms"] is None
+        if k:
+            clock.now += 0.01                     # frame k - 1, 30 ms after it came
+            assert rx.read().frames == 960
+    assert rx.jitter.stats.underruns == 0
+    assert rx.status_fields()["delay_ms"] == pytest.approx(30.0 + 40.0, abs=0.01)
+    assert rx.status_fields()["latency_ms"] == pytest.approx(20.0 + 40.0)
+    clock.now += 2.5                              # nothing played for a whole second
+    assert rx.status_fields()["delay_ms"] is None

@@ -20,9 +20,15 @@ wound its integral up to the limit whenever the jitter buffer's own steps pinned
   level is being measured, for two minutes after a step, while the level is being returned
   to where it settled, and whenever the error is larger than a clock could make it.
 * **Level, proportional.** A small term pulls the level back to its set-point. The level is
-  the jitter buffer's depth at the reads averaged over ten seconds: at one instant it
-  swings by tens of ms (packets come in 20 ms steps, a sink such as PulseAudio blocks and
-  then takes several frames at once), the mean of hundreds of reads does not.
+  how far the sender's clock, mapped onto ours by the same envelope, is ahead of the frame
+  being read (:meth:`DriftController.level`), averaged over ten seconds of reads. Not the
+  jitter buffer's depth: that steps by whole packets, and read against a sink's bursts made
+  a one-frame sawtooth (a minute long at 300 ppm) the controller chased; the level moves
+  only when the delay does, and at each read it says how close that read is to running dry
+  (0: the frame's packet, on time, just came).
+* **Set-point.** Where the level settled, but at least high enough that the lowest read of
+  the sink's bursts keeps room for the network's jitter. Running dry there for one frame
+  raises it by that frame for good.
 
 The controller is pure (readings and times are passed in) so that an hour of 300 ppm drift
 through a bursty sink can be simulated in a unit test in seconds.
@@ -213,8 +219,14 @@ class DriftController:
     never sits pinned against a step the jitter buffer made (the old controller's wind-up).
     A minute after the last late packet, audio that steps added beyond where the stream
     first settled relative to the jitter buffer's target is played out again at
-    ``relax_ppm``; running dry there with the packets on time raises that place by a frame,
-    once.
+    ``relax_ppm``; running dry there for a single frame (the level was too low for the
+    sink's bursts or the usual jitter, not a burst of late packets) raises that place by
+    the frame, up to ``max_raise_ms`` in all.
+
+    The set-point is measured as the mean level of the reads (not of the smoothed level,
+    which remembers a dropped backlog for tens of seconds), raised, if need be, so that the
+    lowest read keeps the jitter buffer's allowance for jitter (or the latest packet seen
+    while measuring, up to a frame) and ``guard_ms``.
     """
 
     def __init__(self, rate: int, *, max_ppm: float = MAX_PPM, kp_per_s: float = 1 / 60,
@@ -223,7 +235,7 @@ class DriftController:
                  max_level_ppm: float = 1000.0, smoothing_s: float = 10.0,
                  settle_s: float = 20.0, remeasure_after_s: float = 2.5,
                  relax_ppm: float = 500.0, relax_after_s: float = 60.0,
-                 max_raise_ms: float = 20.0) -> None:
+                 max_raise_ms: float = 20.0, guard_ms: float = 2.0) -> None:
         self.rate = rate
         self.max_dev = max_ppm / 1e6
         self.kp = kp_per_s
@@ -278,6 +290,20 @@ class DriftController:
         """Level (samples) the controller holds; None while it is being measured."""
         self.depth: float | None = None
         """The level now (samples)."""
+        self._last_setpoint: float | None = None
+        self._second_means: list[float] = []
+        self._lowest = math.inf
+        self._latest_late = 0.0
+        """The latest packet (against the envelope) since the set-point was last measured,
+        in samples."""
+        self._allowance = 0.0
+        """The jitter buffer's target beyond a frame: how late packets come (95 %)."""
+        self._dry_frames = 0
+        """Frames expanded in a row, up to the last one."""
+        self._may_raise = False
+        self._frame = 0.0
+        self.guard = guard_ms * rate / 1000
+        """Margin of the lowest read's level over the network's jitter."""
         self._offset: float | None = None
         """Where the level returns to, relative to the jitter buffer's target: where the
         stream first settled, raised when it ran dry there."""
@@ -298,6 +324,16 @@ class DriftController:
         return self.feed_forward + self.integral
 
     @property
+    def hold_samples(self) -> float | None:
+        """The level the controller holds (the last set-point while a new one is being
+        measured; None before the first): when the jitter buffer drops a backlog (a stall
+        of the device piled audio up), it drops back to here rather than to its bare target,
+        below which a sink that reads in bursts soon runs it dry."""
+        hold = self.setpoint if self.setpoint is not None else self._last_setpoint
+        # The depth counts the newest packet whole, up to a frame more than the level.
+        return None if hold is None else hold + self._frame
+
+    @property
     def drift_ppm(self) -> float:
         """:attr:`drift` in ppm, averaged over about ten seconds."""
         return self._drift_avg * 1e6
@@ -305,6 +341,12 @@ class DriftController:
     def sender_clock(self, timestamp: int, arrival_s: float) -> None:
         """A packet with (extended) RTP ``timestamp`` arrived at ``arrival_s``."""
         self.sender.add(arrival_s, timestamp / self.rate)
+        envelope = self.sender.offset_s
+        if envelope is not None:
+            # How late it is against the packets on time: the set-point being measured
+            # leaves room for the latest of them.
+            late = (envelope - (timestamp / self.rate - arrival_s)) * self.rate
+            self._latest_late = max(self._latest_late, late)
 
     def steer(self, frame: Frame | None, *, depth: int | None, target_samples: int,
               skipped_samples: int, now_s: float) -> float:
@@ -318,16 +360,42 @@ class DriftController:
         if self._silent:
             self._silent = False
             self.reset()
+        self._now = now_s
+        level = self.level(frame.timestamp, now_s)
+        self._allowance = max(0.0, target_samples - frame.samples)
         if skipped_samples:
             self.shift(-skipped_samples)
         if frame.expand:
+            if not self._dry_frames:
+                self._may_raise = self._dry_at_settled_level(frame.samples)
+            self._dry_frames += 1
             self.shift(frame.samples)
             return self.ratio
+        if self._dry_frames:
+            if self._dry_frames == 1 and self._may_raise:
+                self._raise(frame.samples)
+            self._dry_frames = 0
         if depth is None:  # the first frame after (re)buffering
             return self.ratio
-        return self.update(depth, frame.samples, now_s, target_samples)
+        if level is None:
+            # No envelope yet: the depth, which was read before the pop; what the pop
+            # dropped is not there any more.
+            level = max(0, depth - skipped_samples)
+        return self.update(level, frame.samples, now_s, target_samples)
 
-    def update(self, depth: int, played_samples: int, now_s: float,
+    def level(self, timestamp: int, now_s: float) -> float | None:
+        """How far ahead of the frame at ``timestamp`` the sender is at ``now_s``, in
+        samples, as the envelope of its packets maps its clock onto ours: the level the
+        controller holds. Unlike the jitter buffer's depth it does not step by whole
+        packets (read against a sink's bursts that made a one-frame sawtooth), and it
+        tells how close a read is to running dry: the frame's packet, on time, is there
+        from level 0 on, one that is ``x`` late from ``x``."""
+        offset = self.sender.offset_s
+        if offset is None:
+            return None
+        return (now_s + offset) * self.rate - timestamp
+
+    def update(self, depth: float, played_samples: int, now_s: float,
                target_samples: float | None = None) -> float:
         """The ratio for ``played_samples`` of input taken at ``now_s`` with ``depth`` buffered
         (before this frame).
@@ -343,7 +411,7 @@ class DriftController:
         relax = level = 0.0
         self._observe(depth, dt)
         if self.depth is not None and \
-                self._settled(self.depth, played_samples, now_s, target_samples):
+                self._settled(depth, played_samples, now_s, target_samples):
             assert self.setpoint is not None
             if target_samples is not None and self._offset is not None:
                 self._target = target_samples
@@ -371,6 +439,7 @@ class DriftController:
         return self.ratio
 
     def _observe(self, depth: float, dt: float) -> None:
+        self._frame = float(dt * self.rate)
         """The level: the depth of the reads, averaged over ``smoothing_s``."""
         if self.depth is None:
             self.depth = depth
@@ -387,7 +456,11 @@ class DriftController:
 
     def _settled(self, depth: float, played_samples: int, now_s: float,
                  target_samples: float | None) -> bool:
-        """Measure the set-point when there is none; True once there is one."""
+        """Measure the set-point when there is none: the lowest of the one-second means of
+        the levels read (not of the smoothed level, which takes tens of seconds to forget
+        what came before a step; and not the mean of all: a stall of the device while it
+        is measured piles audio up, which would be held from then on); True once there is
+        one."""
         if self.setpoint is not None:
             return True
         if self._measure_from is None:
@@ -397,9 +470,26 @@ class DriftController:
         dt = played_samples / self.rate
         self._sum += depth * dt
         self._time += dt
-        if self._time < self.settle_s:
+        self._lowest = min(self._lowest, depth)
+        if self._time >= 1.0:
+            self._second_means.append(self._sum / self._time)
+            self._sum = self._time = 0.0
+        if len(self._second_means) < self.settle_s:
             return False
-        self.setpoint = self.depth = self._sum / self._time
+        mean = min(self._second_means)
+        # Where the level settled, but high enough that its lowest reads (the last frame of
+        # a burst the sink takes at once) keep what the network's jitter needs: the jitter
+        # buffer's target beyond a frame or the latest packet while measuring (up to a
+        # frame), and a guard.
+        allowance = max(self._allowance, min(self._latest_late, self._frame))
+        floor = (mean - self._lowest) + (allowance if target_samples is not None
+                                         else 0.0) + self.guard
+        if floor > mean:
+            logger.debug("drift: level %.1f ms, lowest %.1f ms: held at %.1f ms",
+                         1000 * mean / self.rate, 1000 * self._lowest / self.rate,
+                         1000 * floor / self.rate)
+        self.setpoint = self._last_setpoint = max(mean, floor)
+        self.depth = mean
         # The integral waits until what came before (a start, a stall, a late burst and
         # what the jitter buffer did about it) has settled: clocks do not change in minutes.
         self._integrate_from = now_s + self.integrate_after_s
@@ -410,25 +500,16 @@ class DriftController:
     def shift(self, samples: float) -> None:
         """The buffer level was stepped on purpose by ``samples`` (positive: more audio
         queued, e.g. a frame concealed without consuming; negative: audio dropped). The
-        set-point is measured again, a moment later, where the buffer then sits."""
-        if samples > 0 and self.setpoint is not None and self._offset is not None and \
-                self.depth is not None and \
-                self.depth - (self._target + self._offset) < samples and \
-                not self._network_late():
-            # Ran dry while settled at the level the stream settled at, with the packets on
-            # time: that level is too low (for a sink that reads in bursts, say); it goes up
-            # by what the expansion added, within a bound. (Not while the level is being
-            # measured after a step: a dropped backlog leaves the bare target, which may
-            # well run dry before the level has grown back.)
-            raised = min(self._offset + samples, self._first_offset + self.max_raise)
-            if raised > self._offset:
-                logger.debug("drift: ran dry at the settled level: %+.1f ms on it",
-                             1000 * (raised - self._offset) / self.rate)
-                self._offset = raised
+        set-point is measured again, a moment later, where the buffer then sits; except
+        after a backlog dropped while there was one: the jitter buffer dropped back to it
+        (:attr:`hold_samples`), and measured again each time, it crept up by whatever the
+        next stall piled up while it was being measured."""
         if samples < 0:
             # A dropped backlog: the smoothed level had taken in only part of it; start it
             # again from what the reads show.
             self.depth = None
+            if self.setpoint is not None:
+                return
         elif self.depth is not None:
             self.depth += samples  # the level steps with the buffer
         self._remeasure()
@@ -439,13 +520,25 @@ class DriftController:
             # played out as usual.
             self._since_step = 0.0
 
-    def _network_late(self) -> bool:
-        """Whether the newest packet is later than its envelope says packets come (by more
-        than a 20 ms frame and a few ms): then running dry was the network's doing."""
-        offset, latest = self.sender.offset_s, self.sender.latest_s
-        if offset is None or latest is None or self._now is None:
-            return True
-        return (self._now + offset) - latest > 0.025
+    def _dry_at_settled_level(self, samples: int) -> bool:
+        """Whether a dry run of ``samples`` starts while settled at the level the stream
+        settled at (not while it is being measured after a step, nor above it)."""
+        return self.setpoint is not None and self._offset is not None and \
+            self.depth is not None and self.depth - (self._target + self._offset) < samples
+
+    def _raise(self, samples: int) -> None:
+        """The buffer ran dry for one frame at the settled level: that level is too low,
+        for the sink's bursts or for the network's usual jitter (a packet later than any
+        seen while the level was measured). It goes up by the frame, within a bound, and
+        stays there: played out again a minute later (as before), the frame made a bump of
+        its length in the delay, and soon the next dry run. A burst of late packets (more
+        than a frame expanded) is the network's: all of it is played out again."""
+        assert self._offset is not None
+        raised = min(self._offset + samples, self._first_offset + self.max_raise)
+        if raised > self._offset:
+            logger.debug("drift: ran dry for a frame at the settled level: %+.1f ms on it",
+                         1000 * (raised - self._offset) / self.rate)
+            self._offset = raised
 
     def reset(self, new_sender: bool = False) -> None:
         """A restart after silence (``new_sender``: another stream, maybe another clock):
@@ -463,6 +556,9 @@ class DriftController:
         self.setpoint = None
         self._measure_from = None
         self._sum = self._time = 0.0
+        self._second_means = []
+        self._lowest = math.inf
+        self._latest_late = 0.0
         self.error_s = 0.0
 
 

@@ -92,6 +92,11 @@ class JitterBuffer:
         self._expanding = 0
         self._grow_samples = 0
         self._just_expanded = False
+        self.hold_samples: float | None = None
+        """The level a drift controller holds the buffer at (None: none does). A backlog is
+        dropped back to it rather than to the bare target (at most ``slack`` above the
+        target), and only what piles up beyond it counts as a backlog: a sink that reads in
+        bursts needs that margin, and dropping below it runs the buffer dry right after."""
 
     # --- input ----------------------------------------------------------------------------
 
@@ -227,7 +232,10 @@ class JitterBuffer:
         # Two frames (40 ms at the default 20 ms frames; 10 ms at 5 ms frames, where the
         # user asked for low latency), at least 10 ms.
         slack = max(2 * self._frame_samples, self.rate // 100)
-        if self.depth_samples <= self.target_samples + slack:
+        keep = self.target_samples
+        if self.hold_samples is not None:
+            keep = max(keep, min(round(self.hold_samples), self.target_samples + slack))
+        if self.depth_samples <= keep + slack:
             self._excess_samples = 0
             return
         self._excess_samples += self._frame_samples
@@ -235,13 +243,13 @@ class JitterBuffer:
             return
         self._excess_samples = 0
         end = self._entries[-1].timestamp + self._entries[-1].samples
-        new_start = end - self.target_samples
+        new_start = end - keep
         while self._entries and self._entries[0].timestamp < new_start:
             self._entries.pop(0)
         if self._entries:
             new_start = self._entries[0].timestamp
         self.stats.skipped_samples += max(0, new_start - self._play_ts)
-        logger.debug("jitter buffer: dropped %d samples to stay at the target",
+        logger.debug("jitter buffer: dropped %d samples to stay at the target/held level",
                      new_start - self._play_ts)
         self._play_ts = new_start
 

@@ -17,6 +17,7 @@ import collections
 import contextlib
 import ipaddress
 import logging
+import math
 import secrets
 import socket
 import struct
@@ -33,7 +34,7 @@ from deskcast.decode.opus import CorruptPacket, OpusDecoder, packet_samples
 from deskcast.endpoints import Endpoint
 from deskcast.errors import ConfigError, DeviceError, EndpointError
 from deskcast.media import AudioFormat, PcmBlock
-from deskcast.transport.drift import AdaptiveResampler, DriftController
+from deskcast.transport.drift import AdaptiveResampler, ClockTrack, DriftController
 from deskcast.transport.fec import FEC_PT, FEC_SSRC_XOR, FecDecoder
 from deskcast.transport.jitter import Frame, JitterBuffer
 from deskcast.transport.rtp import (
@@ -77,6 +78,59 @@ class ReceiverStats:
     ssrc: int | None = None
     trx: bool = False
     last_packet: float = 0.0
+
+
+class DelayMeter:
+    """What the listener hears: how long the audio waits in the receiver, per sample.
+
+    A sample's wait is from when its packet arrives, on time, to when it is handed to the
+    sink. "On time" is the packet's RTP timestamp mapped onto our clock through the upper
+    envelope of the sender's timestamps against arrival (:attr:`ClockTrack.offset_s`), so a
+    packet the network held back counts the time it was late as delay too, and the wait does
+    not depend on when exactly a packet happened to arrive. Unlike the jitter buffer's depth,
+    which steps by whole packets and, read against the sink's bursts, swings by a frame or
+    more, the mean over all samples of a second moves only when the delay really does.
+
+    Means are kept per ``window_s`` of our clock; :meth:`mean_ms` is the last complete one.
+    """
+
+    def __init__(self, rate: int, window_s: float = 1.0) -> None:
+        self.rate = rate
+        self.window_s = window_s
+        self._window: int | None = None
+        self._sum = 0.0
+        self._samples = 0
+        self._last: tuple[int, float] | None = None
+        """(window, mean wait in seconds) of the last complete window."""
+
+    def add(self, now_s: float, offset_s: float | None, timestamp: int, samples: int) -> None:
+        """``samples`` from (extended) ``timestamp`` on were handed to the sink at ``now_s``;
+        ``offset_s``: the sender's clock minus ours for packets on time (None: not known)."""
+        if offset_s is None or samples <= 0:
+            return
+        self._roll(now_s)
+        wait = now_s + offset_s - timestamp / self.rate
+        self._sum += wait * samples
+        self._samples += samples
+
+    def _roll(self, now_s: float) -> int:
+        window = math.floor(now_s / self.window_s)
+        if self._window is not None and window != self._window and self._samples:
+            self._last = (self._window, self._sum / self._samples)
+            self._sum, self._samples = 0.0, 0
+        self._window = window
+        return window
+
+    def mean_ms(self, now_s: float) -> float | None:
+        """Mean wait over the samples of the last complete window (None when nothing played
+        in it: silence, rebuffering)."""
+        window = self._roll(now_s)
+        if self._last is None or self._last[0] != window - 1:
+            return None
+        return 1000 * self._last[1]
+
+    def reset(self) -> None:
+        self._window, self._sum, self._samples, self._last = None, 0.0, 0, None
 
 
 class _Stream:
@@ -153,6 +207,9 @@ class RtpReceiver(Source):
         self.resampler = AdaptiveResampler(fmt)
         self.output_latency_ms = 0.0
         """What the sink adds (its device buffer), for the latency estimate."""
+        self.sender_track = self.drift.sender if self.drift is not None else ClockTrack()
+        """The sender's clock against ours (shared with the drift controller)."""
+        self.delay = DelayMeter(fmt.rate)
         self.pacer: Pacer | None = Pacer(fmt.rate)
         self.rtprio = 0
         """SCHED_FIFO priority of the network thread (0: normal): a packet that waits for
@@ -310,6 +367,8 @@ class RtpReceiver(Source):
             assert isinstance(ts, int)
             if self.drift is not None:
                 self.drift.sender_clock(ts, now)
+            else:
+                self.sender_track.add(now, ts / self.fmt.rate)
             self.fec.add_source(packet.sequence, packet.timestamp, packet.payload)
             stream.sequence.update(packet.sequence)
             stream.arrival.update(packet.timestamp, now)
@@ -376,6 +435,9 @@ class RtpReceiver(Source):
         self.fec = FecDecoder()
         if self.drift is not None:
             self.drift.reset(new_sender=True)
+        else:
+            self.sender_track.clear()
+        self.delay.reset()
         self.stats.senders += 1
         self.stats.ssrc = packet.ssrc
         self.stats.trx = packet.payload_type == TRX_PT
@@ -387,6 +449,8 @@ class RtpReceiver(Source):
         # When the sink asks for more: the drift controller reads the sender's clock then.
         now = self.clock()
         with self._lock:
+            if self.drift is not None:
+                self.jitter.hold_samples = self.drift.hold_samples
             # Depth before the pop: the target counts the frame about to be played too.
             depth = self.jitter.depth_samples if self.jitter.playing else None
             target = self.jitter.target_samples
@@ -396,6 +460,8 @@ class RtpReceiver(Source):
             decoder = self.decoder
             # Under the lock: the network thread feeds the controller the sender's clock.
             ratio = self._steer(frame, depth, target, skipped, now)
+            if frame is not None and not frame.expand:
+                self.delay.add(now, self.sender_track.offset_s, frame.timestamp, frame.samples)
         samples = frame.samples if frame is not None else (self.jitter.frame_samples or
                                                            self.block_frames)
         if self.pacer is not None:
@@ -463,6 +529,8 @@ class RtpReceiver(Source):
         js = jb.stats
         played = js.played * max(1, jb.frame_samples) + js.concealed_samples + \
             js.expanded_samples
+        with self._lock:
+            delay = self.delay.mean_ms(self.clock())
         return {
             "packets": self.stats.packets,
             "datagrams": self.stats.datagrams,
@@ -484,6 +552,7 @@ class RtpReceiver(Source):
             "fec_recovered": self.stats.fec_recovered,
             "drift_ppm": 0.0 if self.drift is None else round(self.drift.drift_ppm, 1),
             "latency_ms": 1000 * jb.depth_samples / self.fmt.rate + self.output_latency_ms,
+            "delay_ms": None if delay is None else round(delay + self.output_latency_ms, 2),
         }
 
     def close(self) -> None:
