@@ -6,11 +6,18 @@ sender whose sound card is off nominal would; the receiver plays to ``pulse:out`
 sound server's clock, so it must follow the drift by resampling or its buffer fills up (300 ppm
 is 1 s an hour). Every ``--every`` (10) seconds the script samples, for both processes, resident
 memory (VmRSS) and CPU time, and from the receiver's ``--stats-json`` lines of that interval
-the mean latency and buffer depth, the drift estimate, and how much was concealed, expanded
-or skipped.
+the mean delay, latency estimate and buffer depth, the drift estimate, and how much was
+concealed, expanded or skipped.
+
+The delay is what the listener hears: each sample's wait in the receiver, from its packet's
+arrival on time (its RTP timestamp mapped onto the receiver's clock) to when it is handed to
+the sink, averaged over all samples of each second, plus the sink's buffer (``delay_ms``).
+The older latency estimate (the jitter buffer's depth at one instant a second, plus the
+sink's buffer) is shown but not judged: the depth steps by whole packets and, read against
+PulseAudio's bursts, swings by a frame or two that nobody hears.
 
 Verdict, after ``--settle`` seconds (60; quick: 30): **flat** when, for both processes, the
-RSS trend (least squares) is under 1 MB per 10 minutes, the range of the 10 s mean latencies
+RSS trend (least squares) is under 1 MB per 10 minutes, the range of the 10 s mean delays
 is under 10 ms, and the CPU of the last third is at most 20 % (relative, or 0.5 % of a core)
 above the first third's; otherwise **grew**, naming what grew.
 
@@ -64,6 +71,7 @@ class Sample:
     rss_rx_mb: float
     cpu_tx_pct: float
     cpu_rx_pct: float
+    delay_ms: float
     latency_ms: float
     buffer_ms: float
     drift_ppm: float
@@ -132,7 +140,7 @@ def run(args: argparse.Namespace, progress: Progress) -> Soak:
             last = (time.monotonic(), cpu_seconds(tx.proc.pid), cpu_seconds(rx.proc.pid))
             s = soak.samples[-1]
             progress(f"{s.t_s:6.0f} s  rss {s.rss_tx_mb:.1f}/{s.rss_rx_mb:.1f} MB  cpu "
-                     f"{s.cpu_tx_pct:.1f}/{s.cpu_rx_pct:.1f} %  latency {s.latency_ms:.1f} ms  "
+                     f"{s.cpu_tx_pct:.1f}/{s.cpu_rx_pct:.1f} %  delay {s.delay_ms:.1f} ms  "
                      f"drift {s.drift_ppm:+.0f} ppm")
         soak.load.stop()
     return soak
@@ -146,6 +154,7 @@ def sample(tx: Child, rx: Child, tail: StatsTail, last: tuple[float, float, floa
     records = tail.new()
     if not records:
         raise BenchError("the receiver wrote no --stats-json line in the last interval")
+    delay = [number(r, "delay_ms") for r in records]
     lat = [number(r, "latency_ms") for r in records]
     buf = [number(r, "buffer_ms") for r in records]
     final = records[-1]
@@ -155,6 +164,7 @@ def sample(tx: Child, rx: Child, tail: StatsTail, last: tuple[float, float, floa
         rss_rx_mb=rss_mb(rx.proc.pid),
         cpu_tx_pct=100 * (cpu_seconds(tx.proc.pid) - c_tx) / span,
         cpu_rx_pct=100 * (cpu_seconds(rx.proc.pid) - c_rx) / span,
+        delay_ms=float(np.nanmean(delay)) if not np.all(np.isnan(delay)) else math.nan,
         latency_ms=float(np.nanmean(lat)),
         buffer_ms=float(np.nanmean(buf)),
         drift_ppm=number(final, "drift_ppm"),
@@ -192,10 +202,12 @@ def verdict(samples: list[Sample], settle_s: float) -> tuple[bool, list[str]]:
         check(abs(slope) < RSS_SLOPE_MB_PER_10MIN,
               f"{name} RSS trend {slope:+.2f} MB/10 min (limit {RSS_SLOPE_MB_PER_10MIN:g}), "
               f"{min(values):.1f}-{max(values):.1f} MB")
+    delay = [s.delay_ms for s in settled]
+    check(max(delay) - min(delay) < LATENCY_RANGE_MS,
+          f"delay (10 s means) {min(delay):.1f}-{max(delay):.1f} ms, range "
+          f"{max(delay) - min(delay):.1f} ms (limit {LATENCY_RANGE_MS:g})")
     lat = [s.latency_ms for s in settled]
-    check(max(lat) - min(lat) < LATENCY_RANGE_MS,
-          f"latency (10 s means) {min(lat):.1f}-{max(lat):.1f} ms, range "
-          f"{max(lat) - min(lat):.1f} ms (limit {LATENCY_RANGE_MS:g})")
+    lines.append(f"info latency estimate (not judged) {min(lat):.1f}-{max(lat):.1f} ms")
     third = max(1, len(settled) // 3)
     for name, values in (("sender", [s.cpu_tx_pct for s in settled]),
                          ("receiver", [s.cpu_rx_pct for s in settled])):
@@ -209,10 +221,12 @@ def verdict(samples: list[Sample], settle_s: float) -> tuple[bool, list[str]]:
 
 def report(soak: Soak, args: argparse.Namespace) -> bool:
     rows = [[f"{s.t_s:.0f}", f"{s.rss_tx_mb:.1f}", f"{s.rss_rx_mb:.1f}", f"{s.cpu_tx_pct:.1f}",
-             f"{s.cpu_rx_pct:.1f}", f"{s.latency_ms:.1f}", f"{s.buffer_ms:.1f}",
+             f"{s.cpu_rx_pct:.1f}", f"{s.delay_ms:.1f}", f"{s.latency_ms:.1f}",
+             f"{s.buffer_ms:.1f}",
              f"{s.drift_ppm:+.0f}", f"{s.concealed_pct:.2f}", f"{s.expanded_ms:.0f}",
              f"{s.skipped_ms:.0f}", str(s.underruns)] for s in soak.samples]
-    print(table(["t s", "tx MB", "rx MB", "tx cpu%", "rx cpu%", "latency ms", "buffer ms",
+    print(table(["t s", "tx MB", "rx MB", "tx cpu%", "rx cpu%", "delay ms", "latency ms",
+                 "buffer ms",
                  "drift ppm", "concealed%", "expanded ms", "skipped ms", "ran dry"], rows))
     print()
     flat, lines = verdict(soak.samples, args.settle)
@@ -221,9 +235,11 @@ def report(soak: Soak, args: argparse.Namespace) -> bool:
     print(f"verdict: {'flat' if flat else 'grew'}")
     print()
     print(f"every {args.every:g} s: RSS (VmRSS), CPU (user+system, all threads, % of one core "
-          "over the interval) of sender and receiver; latency and buffer are the means of the "
-          "receiver's --stats-json lines of the interval (latency = jitter buffer + the "
-          "40 ms device buffer); drift, concealed, expanded, skipped and 'ran dry' are its "
+          "over the interval) of sender and receiver; delay, latency and buffer are the means of "
+          "the receiver's --stats-json lines of the interval (delay = each sample's wait from "
+          "its packet's on-time arrival to the sink, averaged over every second's samples, + "
+          "the 40 ms device buffer; latency = jitter buffer depth at one instant + the device "
+          "buffer); drift, concealed, expanded, skipped and 'ran dry' are its "
           f"running values. Settling: the first {args.settle:g} s are left out of the verdict.")
     summary = load_summary([soak.load])
     if summary:
