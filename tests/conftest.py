@@ -20,13 +20,21 @@ stock behaviour (e.g. for latency measurements).
 Tests using any of these get the ``audio`` marker automatically.  If the server
 programs are not installed the tests are skipped, unless ``CI`` or
 ``DESKCAST_REQUIRE_AUDIO`` is set, in which case they fail.
+
+Run in parallel (``./bootstrap test`` runs ``pytest -n 2``, pytest-xdist), each worker has
+its own servers, and the ``realtime`` tests (the ``audio`` ones and those of
+``_REALTIME_MODULES``) take turns (:func:`one_audio_test_at_a_time`): they judge audio in
+real time (levels, gaps, onsets), and two of them side by side on a 2-vCPU machine starve
+each other into dropouts; everything else runs beside them.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,9 +57,18 @@ _NEEDS: dict[ServerKind, tuple[str, ...]] = {
 }
 
 
+_REALTIME_MODULES = frozenset({"test_send_receive.py", "test_faults.py", "test_realtime.py",
+                               "test_srtp.py", "test_sdp_ffmpeg.py"})
+"""Modules whose tests judge audio in real time without a sound server (to files, from the
+paced tone generator): they take turns too."""
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "audio: needs a running sound server (started by the test rig)"
+    )
+    config.addinivalue_line(
+        "markers", "realtime: judges audio in real time; under pytest-xdist these take turns"
     )
 
 
@@ -60,6 +77,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if _SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.audio)
+            item.add_marker(pytest.mark.realtime)
+        elif item.path.name in _REALTIME_MODULES:
+            item.add_marker(pytest.mark.realtime)
+
+
+@pytest.fixture(autouse=True)
+def one_audio_test_at_a_time(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Under pytest-xdist, hold a lock shared by the run's workers while a ``realtime`` test
+    runs, so that no two of them run at once (a no-op in a plain run)."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if run is None or request.node.get_closest_marker("realtime") is None:
+        yield
+        return
+    path = Path(tempfile.gettempdir()) / f"deskcast-tests-{run}.audio.lock"
+    with path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        yield
 
 
 def _pw_min_quantum() -> int | None:
