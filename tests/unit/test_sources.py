@@ -75,6 +75,18 @@ def test_tone_is_phase_continuous_across_block_sizes() -> None:
     assert np.array_equal(a, b)
 
 
+@pytest.mark.parametrize("uri, period", [("tone:1000", 48), ("tone:997", 48000),
+                                         ("tone:440", 1200), ("tone:440.5", None)])
+def test_a_periodic_tone_is_cut_from_one_rendered_period(uri: str, period: int | None) -> None:
+    src = source(uri, FakeClock(), 1920)
+    assert src.period == period
+    blocks = [src.read() for _ in range(60)]  # 2.4 s: across periods and block boundaries
+    fresh = src.pcm(0, 60 * 1920)  # rendered straight from the frame index
+    got = np.frombuffer(b"".join(b.data for b in blocks), np.int16).astype(int)
+    assert np.abs(got - np.frombuffer(fresh, np.int16)).max() <= 1  # rounding at most
+    assert [b.pts for b in blocks] == [i * 1920 for i in range(60)]
+
+
 def test_noise_is_seeded_and_sweep_covers_its_range() -> None:
     n1 = read_seconds(source("noise:3", FakeClock()), 0.2)
     n2 = read_seconds(source("noise:3", FakeClock(), 128), 0.2)

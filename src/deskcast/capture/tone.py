@@ -114,6 +114,20 @@ def signal_for(endpoint: Endpoint, rate: int) -> Signal:
     raise EndpointError(f"{endpoint}: not a generator")
 
 
+def period_frames(endpoint: Endpoint, rate: int, longest_s: float = 1.0) -> int | None:
+    """After how many frames the generator's samples repeat, if they do within ``longest_s``:
+    a tone of a whole number of Hz after ``rate / gcd(freq, rate)`` frames, silence at once."""
+    if endpoint.scheme == "silence":
+        return 1
+    if endpoint.scheme != "tone":
+        return None
+    freq = float(endpoint.target or "440")  # checked by signal_for
+    if not freq.is_integer():
+        return None
+    period = rate // math.gcd(int(freq), rate)
+    return period if period <= rate * longest_s else None
+
+
 def _number(endpoint: Endpoint, text: str, what: str) -> float:
     try:
         return float(text)
@@ -139,18 +153,34 @@ class ToneSource(Source):
             raise EndpointError(f"{endpoint}: clock_ppm must be within ±10000")
         self.pacer: Pacer | None = pacer or Pacer(fmt.rate * (1 + ppm / 1e6))
         self._pts = 0
+        self.period = period_frames(endpoint, fmt.rate)
+        """Frames after which the samples repeat exactly (None: they do not, or not within
+        a second): such a signal is rendered once and then cut from that loop."""
+        self._loop = b""
 
     def render(self, start: int, frames: int) -> npt.NDArray[np.float64]:
         """Mono samples for frames [start, start + frames)."""
         t = (start + np.arange(frames, dtype=np.float64)) / self.fmt.rate
         return self.gain * self.signal(t)
 
+    def pcm(self, start: int, frames: int) -> bytes:
+        """The encoded frames [start, start + frames), every channel the same."""
+        mono = self.render(start, frames)
+        return PcmBlock.from_float(np.repeat(mono[:, None], self.fmt.channels, axis=1),
+                                   self.fmt).data
+
     def read(self) -> PcmBlock:
         if self.pacer is not None:
             self.pacer.wait(self._pts)
-        mono = self.render(self._pts, self.block_frames)
-        block = PcmBlock.from_float(
-            np.repeat(mono[:, None], self.fmt.channels, axis=1), self.fmt, self._pts
-        )
+        period = self.period
+        if period is None:
+            data = self.pcm(self._pts, self.block_frames)
+        else:  # a periodic signal: one period rendered once, repeated to cover any block
+            if not self._loop:
+                one = self.pcm(0, period)
+                self._loop = one * (-(-(period + self.block_frames) // period))
+            at = self._pts % period * self.fmt.frame_bytes
+            data = self._loop[at:at + self.block_bytes]
+        block = PcmBlock(data, self.fmt, self._pts)
         self._pts += self.block_frames
         return block
