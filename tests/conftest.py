@@ -59,8 +59,8 @@ _NEEDS: dict[ServerKind, tuple[str, ...]] = {
 
 _REALTIME_MODULES = frozenset({"test_send_receive.py", "test_faults.py", "test_realtime.py",
                                "test_srtp.py", "test_sdp_ffmpeg.py"})
-"""Modules whose tests judge audio in real time without a sound server (to files, from the
-paced tone generator): they take turns too."""
+"""Modules of tests/integration whose tests judge audio in real time without a sound server
+(to files, from the paced tone generator): they take turns too."""
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -78,7 +78,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if _SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.audio)
             item.add_marker(pytest.mark.realtime)
-        elif item.path.name in _REALTIME_MODULES:
+        elif item.path.parent.name == "integration" and item.path.name in _REALTIME_MODULES:
             item.add_marker(pytest.mark.realtime)
 
 
