@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -60,6 +61,7 @@ from rig.signals import (  # noqa: E402
     tone,
     write_wav,
 )
+from rig.soundserver import SoundServer, SoundServerError  # noqa: E402
 
 LEAD_S = 1.5
 """Tone only before the first burst (the jitter buffers settle on a steady stream)."""
@@ -74,12 +76,27 @@ GAP_MS = 5.0
 _LL_TX = LOW_LATENCY.tx
 _LL_RX = ("--jitter-ms", "5", "--jitter-min-ms", "2", "--block-ms", "5")
 
+PRESET = Pipeline("deskcast --low-latency", "deskcast", tx=("--low-latency",),
+                  rx=("--low-latency",))
+"""The preset itself (its settings: deskcast.config.LOW_LATENCY)."""
+
 SWEEP: tuple[Pipeline, ...] = (
     # The chosen low-latency settings, then one change at a time.
+    PRESET,
     LOW_LATENCY,
     Pipeline("ll rx buffer 5", "deskcast", tx=_LL_TX, rx=(*_LL_RX, "--buffer-ms", "5")),
     Pipeline("ll rx buffer 10", "deskcast", tx=_LL_TX, rx=(*_LL_RX, "--buffer-ms", "10")),
     Pipeline("ll rx buffer 15", "deskcast", tx=_LL_TX, rx=(*_LL_RX, "--buffer-ms", "15")),
+    Pipeline("ll jitter max 5", "deskcast", tx=_LL_TX,
+             rx=(*LOW_LATENCY.rx, "--jitter-max-ms", "5")),
+    Pipeline("ll rx buffer 15 jitter max 5", "deskcast", tx=_LL_TX,
+             rx=(*_LL_RX, "--buffer-ms", "15", "--jitter-max-ms", "5")),
+    Pipeline("ll rx buffer 15 block 2.5", "deskcast", tx=_LL_TX,
+             rx=("--jitter-ms", "5", "--jitter-min-ms", "2", "--block-ms", "2.5",
+                 "--buffer-ms", "15")),
+    Pipeline("ll rx buffer 10 block 2.5", "deskcast", tx=_LL_TX,
+             rx=("--jitter-ms", "5", "--jitter-min-ms", "2", "--block-ms", "2.5",
+                 "--buffer-ms", "10")),
     Pipeline("ll frame 2.5", "deskcast",
              tx=("--frame-ms", "2.5", "--buffer-ms", "10"),
              rx=LOW_LATENCY.rx),
@@ -117,6 +134,7 @@ class Result:
     concealed_pct: list[float] = field(default_factory=list)
     align_err_ms: list[float] = field(default_factory=list)
     underruns: int = 0
+    sink_latency_ms: list[float] = field(default_factory=list)
     loads: list[MachineLoad] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
@@ -146,6 +164,7 @@ def measure_once(pipeline: Pipeline, result: Result, setup: Setup, tag: str) -> 
     with Procs(setup.bs.workdir) as procs:
         running = start_pipeline(procs, pipeline, setup.bs.env, setup.bs.workdir, tag)
         time.sleep(setup.warmup_s)
+        configured = out_sink_latency_ms(server)
         hub = TimedRecorder(server, "hub.monitor")
         out = TimedRecorder(server, "out.monitor")
         check = TimedRecorder(server, "hub.monitor")
@@ -159,6 +178,8 @@ def measure_once(pipeline: Pipeline, result: Result, setup: Setup, tag: str) -> 
     setup.bs.check()
     load.stop()
     result.loads.append(load)
+    if configured is not None:
+        result.sink_latency_ms.append(configured)
     if stats is not None:
         result.concealed_pct.append(number(stats.get("concealed_pct")))
         result.underruns += int(number(stats.get("underruns")))
@@ -206,6 +227,21 @@ def measure_once(pipeline: Pipeline, result: Result, setup: Setup, tag: str) -> 
         result.gap_runs.append([r for r in runs if r >= GAP_MS])
 
 
+def out_sink_latency_ms(server: SoundServer) -> float | None:
+    """The latency the ``out`` null sink is configured to (what the pipeline's playback
+    stream asked of it): the sink mixes that far ahead, and its monitor hears the audio when
+    it is mixed, so a sound card would add this to the delays measured here."""
+    try:
+        text = server.pactl("list", "sinks")
+    except SoundServerError:
+        return None
+    for block in text.split("\n\n"):
+        if re.search(r"^\s*Name: out$", block, re.M):
+            m = re.search(r"^\s*Latency: \d+ usec, configured (\d+) usec", block, re.M)
+            return int(m.group(1)) / 1000 if m else None
+    return None
+
+
 def number(v: object) -> float:
     return float(v) if isinstance(v, int | float) else math.nan
 
@@ -229,11 +265,12 @@ def report(results: list[Result], baseline: Result | None) -> str:
             r.pipeline.label, f"{len(d)}/{len(d) + r.missed}", fmt(med), fmt(percentile(d, 95)),
             f"{fmt(min(d))}-{fmt(max(d))}" if d else "-",
             " ".join(fmt(m, 0) for m in r.run_medians_ms) or "-",
-            fmt(silent, 2), f"{r.gaps} ({clean}/{len(r.gap_runs)})", under, conc, ratio,
+            fmt(silent, 2), f"{r.gaps} ({clean}/{len(r.gap_runs)})", under, conc,
+            fmt(median(r.sink_latency_ms)) if r.sink_latency_ms else "-", ratio,
         ])
     return table(["configuration", "events", "median ms", "p95 ms", "min-max ms",
                   "run medians", "silent %", "gaps (clean runs)", "underruns", "concealed %",
-                  "x trx"], rows)
+                  "+ sink ms", "x trx"], rows)
 
 
 def main() -> int:
@@ -295,6 +332,9 @@ def main() -> int:
           f" plays; gaps: silent runs >= {GAP_MS:.0f} ms (clean runs: runs without any); "
           "concealed %: the deskcast receiver's own count (worst run).")
     print("underruns: the deskcast receiver's jitter-buffer underruns (all runs).")
+    print("+ sink ms: the latency the out null sink was configured to (median of the runs): it "
+          "mixes that far ahead and its monitor hears the audio then; a sound card would add "
+          "about this much to the delays above.")
     errs = [e for r in ordered for e in r.align_err_ms]
     if errs:
         print(f"time-axis self-check (second hub.monitor recording): max error "

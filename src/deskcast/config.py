@@ -115,6 +115,10 @@ OPTIONS: tuple[Option, ...] = (
     # [send]
     Option("send", "source", str, "desktop", "what to send (desktop: the hub, else what you "
            "are hearing)", short="-s"),
+    Option("send", "low_latency", bool, False,
+           "5 ms frames for the least delay: --frame-ms 5 --buffer-ms 10 (receiver: "
+           "--low-latency too); ~3x the packets and 2-3x the CPU of 20 ms frames, less margin "
+           "on a loaded machine. Settings given explicitly still win"),
     Option("send", "frame_ms", float, 20.0,
            "Opus frame in ms: 2.5, 5, 10, 20, 40 or 60 (20: trx's default and Opus' sweet spot;"
            " 5 for the lowest delay at ~3x the packet rate)"),
@@ -146,6 +150,11 @@ OPTIONS: tuple[Option, ...] = (
     # [receive]
     Option("receive", "sink", str, "pulse", "where to play (pulse: the speakers)",
            short="-o"),
+    Option("receive", "low_latency", bool, False,
+           "for a sender with --low-latency (5 ms frames): --jitter-ms 5 --jitter-min-ms 2 "
+           "--buffer-ms 20 --block-ms 5; ~30 ms from the sender's capture to this sink "
+           "instead of ~75 (one machine, null sinks; a sound card adds its own few ms). "
+           "Settings given explicitly still win"),
     Option("receive", "jitter_ms", float, 20.0,
            "jitter buffer target in ms; adapts to the measured network jitter unless "
            "--no-adaptive (20: enough for a LAN, one 20 ms frame)", minimum=0, maximum=2000),
@@ -260,6 +269,13 @@ OPTIONS: tuple[Option, ...] = (
            "ALSA config file the alsa hub writes its fragment into"),
 )
 
+LOW_LATENCY: dict[str, dict[str, Value]] = {
+    "send": {"frame_ms": 5.0, "buffer_ms": 10.0},
+    "receive": {"jitter_ms": 5.0, "jitter_min_ms": 2.0, "buffer_ms": 20.0, "block_ms": 5.0},
+}
+"""What ``--low-latency`` (``low_latency = true`` in [send] or [receive]) changes from the
+defaults, per section: measured with bench/latency.py (BENCHMARKS.md, latency)."""
+
 SECTIONS: dict[str, tuple[Option, ...]] = {}
 for _opt in OPTIONS:
     SECTIONS[_opt.section] = (*SECTIONS.get(_opt.section, ()), _opt)
@@ -373,4 +389,11 @@ def merge(sections: Iterable[str], file_values: Mapping[str, Mapping[str, Value]
             else:
                 values[opt.name] = opt.default
                 origins[opt.name] = "default"
+    for section in sections:
+        preset = LOW_LATENCY.get(section, {})
+        if preset and values.get("low_latency"):
+            for name, value in preset.items():
+                if origins.get(name) == "default":
+                    values[name] = value
+                    origins[name] = "--low-latency"
     return Settings(values, origins)

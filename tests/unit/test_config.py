@@ -65,3 +65,15 @@ def test_every_option_explains_its_default() -> None:
         assert len(opt.help) > 15, opt.name
         if opt.name.endswith("_ms"):
             assert opt.type is float
+
+
+def test_low_latency_preset_changes_only_defaults(tmp_path: Path) -> None:
+    s = config.merge(["receive", "run", "audio", "hub"], {"audio": {"block_ms": 2.5}},
+                     {"low_latency": True, "buffer_ms": 30})
+    assert (s.jitter_ms, s.jitter_min_ms, s.buffer_ms, s.block_ms) == (5.0, 2.0, 30.0, 2.5)
+    assert s.origins["jitter_ms"] == "--low-latency"
+    assert s.origins["buffer_ms"] == "command line"
+    tx = config.merge(["send", "run", "audio", "hub"], {}, {"low_latency": True})
+    assert (tx.frame_ms, tx.buffer_ms) == (5.0, 10.0)
+    plain = config.merge(["send", "run", "audio", "hub"], {}, {})
+    assert (plain.frame_ms, plain.buffer_ms) == (20.0, 40.0)
