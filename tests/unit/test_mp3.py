@@ -19,6 +19,7 @@ from deskcast.encode.mp3 import (
     split_frames,
 )
 from deskcast.errors import ConfigError
+from deskcast.http.streams import Mp3Stream
 from deskcast.media import AudioFormat, PcmBlock, SampleFormat
 
 STEREO = AudioFormat()
@@ -271,3 +272,14 @@ def test_blocks_in_another_sample_format_are_converted() -> None:
     pcm, rate = decode(b"".join(frames))
     assert abs(peak_hz(pcm[0, rate // 4:], rate) - TONE_HZ) < 2
     assert rms_db(pcm[0, rate // 4:rate * 3 // 4]) == pytest.approx(-15.0, abs=0.5)
+
+
+@pytest.mark.parametrize("block_frames", [480, 1920, 4800])
+def test_serve_mp3_chunks_are_five_frames_whatever_the_block_size(block_frames: int) -> None:
+    stream = Mp3Stream(STEREO, 128)
+    x = tone(STEREO, 3.0)
+    chunks = [c for pos in range(0, len(x), block_frames)
+              for c in stream.encode(PcmBlock.from_float(x[pos:pos + block_frames], STEREO, pos))]
+    assert len(chunks) >= 23
+    assert all(len(c.data) == 5 * 384 and c.duration_s == pytest.approx(0.12) for c in chunks)
+    assert [c.pts_s for c in chunks] == pytest.approx([0.12 * i for i in range(len(chunks))])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,12 +58,13 @@ class StreamEncoder(Protocol):
 
 
 class Mp3Stream:
-    """MP3 frames (bit reservoir off: any frame is a join point), ~100 ms per chunk."""
+    """MP3 frames (bit reservoir off: any frame is a join point), 5 (120 ms at 48 kHz) per chunk."""
 
     def __init__(self, fmt: AudioFormat, bitrate_kbps: int) -> None:
         self.encoder = Mp3Encoder(fmt, bitrate_kbps=bitrate_kbps)
         self.header = b""
         self._pending: list[bytes] = []
+        self._per_chunk = math.ceil(CHUNK_S / self.encoder.frame_duration_s - 1e-9)
         self._pts_s = 0.0
 
     def describe(self) -> str:
@@ -73,13 +75,16 @@ class Mp3Stream:
 
     def encode(self, block: PcmBlock) -> list[Chunk]:
         self._pending += self.encoder.encode(block)
-        frame_s = self.encoder.frame_duration_s
-        if len(self._pending) * frame_s < CHUNK_S - 1e-9:
-            return []
-        chunk = Chunk(b"".join(self._pending), len(self._pending) * frame_s, self._pts_s)
-        self._pts_s += chunk.duration_s
-        self._pending = []
-        return [chunk]
+        chunks: list[Chunk] = []
+        n = self._per_chunk
+        duration = n * self.encoder.frame_duration_s
+        # Exactly n frames, whatever the block size: a 0.3 s batch is then always 3 chunks
+        # (0.36 s), never 3 of 6 frames (0.43 s).
+        while len(self._pending) >= n:
+            frames, self._pending = self._pending[:n], self._pending[n:]
+            chunks.append(Chunk(b"".join(frames), duration, self._pts_s))
+            self._pts_s += duration
+        return chunks
 
 
 class OggOpusStream:
