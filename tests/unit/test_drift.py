@@ -354,8 +354,10 @@ class Reads:
     frames at once every ``burst`` x 20 ms, read through :meth:`DriftController.steer`
     (the ratio is not applied: the level only moves when a test moves it)."""
 
-    def __init__(self, ctl: DriftController, level_ms: float, burst: int = 1) -> None:
-        self.ctl, self.burst = ctl, burst
+    def __init__(self, ctl: DriftController, level_ms: float, burst: int = 1,
+                 follow: bool = False) -> None:
+        self.ctl, self.burst, self.follow = ctl, burst, follow
+        """follow: the ratio is applied (a frame lasts ratio x 20 ms of the sink's time)."""
         self.now = 0.0
         self.sent = 0
         # packet k (timestamps from k x 960) arrives at (k + 1) x 20 ms; the first read of
@@ -366,7 +368,7 @@ class Reads:
     def run(self, seconds: float, target: int = PACKET + 240, skipped: int = 0) -> None:
         end = self.now + seconds
         while self.now < end - 1e-9:
-            self.now += self.burst * PACKET / RATE
+            self.now += self.burst * PACKET / RATE * (self.ctl.ratio if self.follow else 1.0)
             while (self.sent + 1) * PACKET / RATE <= self.now + 1e-9:
                 self.ctl.sender_clock(self.sent * PACKET, (self.sent + 1) * PACKET / RATE)
                 self.sent += 1
@@ -435,6 +437,20 @@ def test_a_stall_while_the_set_point_is_measured_is_not_held() -> None:
     reads.now += 0.03                            # nothing read for 30 ms
     reads.run(20.0)
     assert ctl.setpoint == pytest.approx(0.04 * RATE, abs=0.001 * RATE)
+
+
+def test_a_stall_of_the_device_does_not_push_the_integral() -> None:
+    """The device stalls 30 ms: the level term plays that out over minutes, and the
+    integral, which took the error for a clock (35 ppm from this one stall before), waits
+    until only the last few ms are left."""
+    ctl = DriftController(RATE)
+    reads = Reads(ctl, 40.0, follow=True)
+    reads.run(200.0)                             # settled, the integral running
+    before = ctl.integral
+    reads.now += 0.03                            # nothing read for 30 ms
+    reads.run(300.0)
+    assert ctl.error_s < 0.003                   # played out
+    assert abs(ctl.integral - before) < 6e-6
 
 
 @pytest.mark.parametrize("frames", [1, 3])

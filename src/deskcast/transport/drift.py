@@ -235,7 +235,8 @@ class DriftController:
                  max_level_ppm: float = 1000.0, smoothing_s: float = 10.0,
                  settle_s: float = 20.0, remeasure_after_s: float = 2.5,
                  relax_ppm: float = 500.0, relax_after_s: float = 60.0,
-                 max_raise_ms: float = 20.0, guard_ms: float = 2.0) -> None:
+                 max_raise_ms: float = 20.0, guard_ms: float = 2.0,
+                 stall_ms: float = 20.0) -> None:
         self.rate = rate
         self.max_dev = max_ppm / 1e6
         self.kp = kp_per_s
@@ -298,6 +299,8 @@ class DriftController:
         in samples."""
         self._allowance = 0.0
         """The jitter buffer's target beyond a frame: how late packets come (95 %)."""
+        self.stall = stall_ms * rate / 1000
+        self._second_sum = self._second_time = 0.0
         self._dry_frames = 0
         """Frames expanded in a row, up to the last one."""
         self._may_raise = False
@@ -424,6 +427,7 @@ class DriftController:
                     self.setpoint -= relax * played_samples
             self.error_s = (self.depth - self.setpoint) / self.rate
             level = _clamp(self.kp * self.error_s, self.max_level)
+            self._watch_stalls(depth, dt, now_s)
             wanted = self.feed_forward + self.integral + level + relax
             # Anti-windup: the integral only moves while its output can act, and only on
             # the small, slow errors a clock makes (a stall or a late burst is the jitter
@@ -437,6 +441,22 @@ class DriftController:
         self.ratio = 1.0 - _clamp(self.drift + level + relax, self.max_dev)
         self._drift_avg += min(1.0, dt / 10.0) * (self.drift - self._drift_avg)
         return self.ratio
+
+    def _watch_stalls(self, level: float, dt: float, now_s: float) -> None:
+        """The integral waits ``integrate_after_s`` after a second whose mean level was more
+        than ``stall_ms`` above the set-point: with the packets on time the level jumps up
+        like that only when the device lost time (it stalled and played silence), and the
+        integral took the minutes of error until the level term had played that out for a
+        clock (+137 ppm in 18 minutes of a soak on a loaded machine)."""
+        assert self.setpoint is not None
+        self._second_sum += level * dt
+        self._second_time += dt
+        if self._second_time < 1.0:
+            return
+        error = self._second_sum / self._second_time - self.setpoint
+        self._second_sum = self._second_time = 0.0
+        if error > self.stall:
+            self._integrate_from = max(self._integrate_from, now_s + self.integrate_after_s)
 
     def _observe(self, depth: float, dt: float) -> None:
         self._frame = float(dt * self.rate)
