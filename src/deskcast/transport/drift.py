@@ -15,10 +15,11 @@ wound its integral up to the limit whenever the jitter buffer's own steps pinned
   rate against our system clock, to a ppm or two within seconds. It does not depend on what
   the controller does, so nothing the jitter buffer does can wind it up.
 * **Integral, slow.** Our sink's own clock against the system clock (a sound card is off by
-  tens of ppm; PulseAudio's null sink runs on the system clock) shows only as a slow creep
-  of the level; an integral learns it over minutes. It is clamped, and it waits while the
-  level is being measured, for two minutes after a step, while the level is being returned
-  to where it settled, and whenever the error is larger than a clock could make it.
+  tens of ppm; PulseAudio's null sink took audio ~100 ppm faster than ``CLOCK_MONOTONIC`` in
+  the soak's traces) shows only as a slow creep of the level; an integral learns it over
+  minutes. It is clamped, and it waits while the level is being measured, for two minutes
+  after a step or a stall of the device, while the level is being returned to where it
+  settled, and whenever the error is larger than a clock could make it.
 * **Level, proportional.** A small term pulls the level back to its set-point. The level is
   how far the sender's clock, mapped onto ours by the same envelope, is ahead of the frame
   being read (:meth:`DriftController.level`), averaged over ten seconds of reads. Not the
