@@ -215,9 +215,10 @@ def test_pulse_sink_gives_libpulses_thread_the_audio_threads_priority(
 
 def test_pulse_sink_waits_for_room_before_the_next_block_is_taken(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """wait_for_room sleeps until what the server reports queued leaves room for a block as
-    long as the last one written, at most 3/4 of a block, and not while the stream is lost;
-    the pump calls it before reading a source that is not clocked, and only then."""
+    """wait_for_room sleeps until what the server reports queued leaves room for a block (the
+    last one written, at most the sink's block), at most 3/4 of that, and not while the
+    stream is lost; the pump calls it before reading a source that is not clocked, and only
+    then."""
     import contextlib
 
     import pasimple
@@ -257,10 +258,12 @@ def test_pulse_sink_waits_for_room_before_the_next_block_is_taken(
     sink.open()
     try:
         sink.write(ramp_block())  # 480 frames: 10 ms
-        for us in (9_000, 10_000, 16_000, 40_000):
+        for us in (9_000, 15_000, 17_000, 40_000):
             queued_us[0] = us
             sink.wait_for_room()
-        assert slept == pytest.approx([0.006, 0.0075])  # 16 - (20 - 10) ms; 3/4 of 10 ms
+        # Room for a 5 ms block (the sink's, shorter than the 10 ms written): 17 - (20 - 5) ms;
+        # at most 3/4 of 5 ms.
+        assert slept == pytest.approx([0.002, 0.00375])
         sink.keeper.lose("test")
         sink.wait_for_room()
         assert len(slept) == 2
