@@ -559,17 +559,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
         bitrate = s.mp3_bitrate if icecast_fmt == "mp3" else s.opus_bitrate
         push = IcecastPush(s.icecast, content_type=ctype, name=s.stream_name,
                            bitrate_kbps=bitrate, sample_rate=fmt.rate, channels=fmt.channels)
+    hls: Any = None
+    if s.hls:
+        from deskcast.http.hls import HlsWriter
+
+        hls = HlsWriter(Path(s.hls), fmt.rate, s.hls_segment_s)
+        hls.prepare()  # a folder we cannot write to is an error now, not in the log later
     block_ms = s.block_ms if s.origins.get("block_ms") != "default" else SERVE_BLOCK_MS
     source = make_source(s.source, fmt, fmt.frames_for_ms(block_ms), hub_name=s.sink_name,
                          buffer_ms=s.buffer_ms)
     with source:
         server = Server(source, bitrate_kbps=s.mp3_bitrate, opus_bitrate_kbps=s.opus_bitrate,
+                        aac_bitrate_kbps=s.aac_bitrate,
                         rtprio=s.rtprio, burst_s=s.burst_s, opus_burst_s=s.opus_burst_s,
                         max_lag_s=s.max_lag_s,
                         max_listeners=s.max_listeners, max_per_address=s.max_per_address,
                         always_on=s.always_on, idle_stop_s=s.idle_stop_s, token=token,
                         icy_metaint=s.icy_metaint, name=s.stream_name,
                         listen_token=listen_token)
+        if hls is not None:
+            if "aac" not in server.streams:
+                raise ConfigError(f"--hls needs AAC, which cannot carry {fmt}: use --rate 48000")
+            server.status_providers["hls"] = hls.status
 
         async def main() -> None:
             stop = asyncio.Event()
@@ -586,6 +597,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 tasks.append(functools.partial(poll_mpris, server.nowplaying))
             if push is not None:
                 tasks.append(_icecast_task(server, push, icecast_fmt))
+            if hls is not None:
+                tasks.append(lambda _stop: hls.run(lambda: server.subscribe("aac")))
             await serve(server, host, port, stop, tasks, ssl_context=ssl_context,
                         header_timeout_s=s.header_timeout_s)
 

@@ -210,6 +210,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("serve", "idle_stop_s", float, 2.0, "stop a format's encoder this many seconds "
            "after its last listener left (2 s: a reconnecting page finds it still running)",
            minimum=0, maximum=3600),
+    Option("serve", "aac_bitrate", int, 128, "AAC-LC bitrate in kbit/s for /stream.aac "
+           "and --hls (128: transparent stereo music, what Apple's streams use)",
+           minimum=16, maximum=320),
+    Option("serve", "hls", str, "", "also write HTTP Live Streaming (AAC packed audio: "
+           "index.m3u8 and its segments) into this folder, for any web server or CDN to "
+           "serve (default: none)", metavar="DIR"),
+    Option("serve", "hls_segment_s", float, 2.0, "length of an HLS segment (2 s: players "
+           "start ~3 segments behind live, so ~6-8 s of delay; longer is sturdier)",
+           minimum=0.5, maximum=30),
     Option("serve", "stream_name", str, "deskcast", "station name players show (icy-name)"),
     Option("serve", "icecast", str, "", "also push the stream as a source to this Icecast "
            "mount, which fans it out further: icecast://[source:]PASSWORD@HOST[:PORT]/MOUNT "

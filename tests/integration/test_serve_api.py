@@ -26,7 +26,7 @@ from .conftest import Cli, finish, wait_for_line
 from .test_serve import decode, free_tcp_port
 
 TOKEN = "integration-test-token-42"
-METRIC_LINE = re.compile(r'^(deskcast_[a-z_]+)(\{format="(mp3|opus)"\})? (-?[0-9.e+]+)$')
+METRIC_LINE = re.compile(r'^(deskcast_[a-z_]+)(\{format="(mp3|opus|aac)"\})? (-?[0-9.e+]+)$')
 
 
 def post(base: str, body: bytes, token: str | None = TOKEN,

@@ -126,14 +126,15 @@ def test_encoders_run_only_while_listened_to_and_restart_cleanly(cli: Cli) -> No
     end = status(base)
     metrics = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
     with pytest.raises(urllib.error.HTTPError) as unknown:
-        urllib.request.urlopen(f"{base}/stream.aac", timeout=5)
+        urllib.request.urlopen(f"{base}/stream.flac", timeout=5)
     code, err = finish(server, timeout=20)
     assert code == 0, err
 
     assert unknown.value.code == 404
-    assert "/stream.mp3, /stream.opus" in unknown.value.read().decode()
-    assert {f: idle["formats"][f]["encoder"] for f in ("mp3", "opus")} == \
-        {"mp3": "stopped", "opus": "stopped"}
+    assert "/stream.mp3, /stream.opus, /stream.aac" in unknown.value.read().decode()
+    assert {f: idle["formats"][f]["encoder"] for f in ("mp3", "opus", "aac")} == \
+        {"mp3": "stopped", "opus": "stopped", "aac": "stopped"}
+    assert end["formats"]["aac"]["encoder_starts"] == 0  # nobody listened to it
     assert during["formats"]["opus"]["encoder"] == "running"
     assert during["formats"]["opus"]["listeners"] == 1
     assert during["formats"]["mp3"]["encoder"] == "stopped"

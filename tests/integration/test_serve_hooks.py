@@ -33,8 +33,8 @@ def test_subscribe_keeps_the_encoder_running_and_yields_whole_pages() -> None:
             server.status_providers["extra"] = lambda: {"state": "fine"}
             server.start_audio(asyncio.get_running_loop())
             try:
-                with pytest.raises(ValueError, match="mp3, opus"):
-                    await anext(aiter(server.subscribe("aac")))
+                with pytest.raises(ValueError, match="mp3, opus, aac"):
+                    await anext(aiter(server.subscribe("flac")))
                 opus = bytearray()
                 during: dict[str, object] = {}
                 async with contextlib.aclosing(server.subscribe("opus")) as chunks:

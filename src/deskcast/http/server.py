@@ -6,7 +6,7 @@ go to the event loop, where each format's :class:`Broadcaster` fans them out. Ea
 first gets the header (Ogg) and ~1 s of recent audio so players start at once, then live audio;
 one that falls more than a few seconds behind is cut and never slows anybody else.
 
-Endpoints: ``/`` (the page, with ``/app.js`` and ``/app.css``), ``/stream.mp3``,
+Endpoints: ``/`` (the page, with ``/app.js`` and ``/app.css``), ``/stream.mp3``, ``/stream.aac``,
 ``/stream.opus``, ``/api/status``, ``/api/events`` (server-sent events), ``POST /api/metadata``
 (bearer token) and ``/metrics`` (Prometheus text format).
 
@@ -50,6 +50,7 @@ from deskcast.http.icy import DEFAULT_METAINT, IcyInserter
 from deskcast.http.nowplaying import NowPlaying, Track, parse_metadata
 from deskcast.http.streams import (
     FORMATS,
+    AacStream,
     FormatStream,
     Mp3Stream,
     OggOpusStream,
@@ -106,6 +107,7 @@ API_HEADERS = {"Cache-Control": NO_CACHE, "Access-Control-Allow-Origin": "*",
 
 class Server:
     def __init__(self, source: Source, *, bitrate_kbps: int = 128, opus_bitrate_kbps: float = 96,
+                 aac_bitrate_kbps: int = 128,
                  rtprio: int = 0, burst_s: float = 1.0, opus_burst_s: float = 2.0,
                  max_lag_s: float = 4.0,
                  max_listeners: int = 1000, max_per_address: int = 20, always_on: bool = False,
@@ -124,11 +126,13 @@ class Server:
         self.icy_metaint = icy_metaint
         self.refused = 0
         self.nowplaying = NowPlaying()
-        self.bitrates: dict[str, float] = {"mp3": bitrate_kbps, "opus": opus_bitrate_kbps}
+        self.bitrates: dict[str, float] = {"mp3": bitrate_kbps, "opus": opus_bitrate_kbps,
+                                           "aac": aac_bitrate_kbps}
         fmt = source.fmt
         factories: dict[str, Callable[[], StreamEncoder]] = {
             "mp3": lambda: Mp3Stream(fmt, bitrate_kbps),
             "opus": lambda: OggOpusStream(fmt, opus_bitrate_kbps),
+            "aac": lambda: AacStream(fmt, aac_bitrate_kbps),
         }
         self.streams: dict[str, FormatStream] = {}
         for fmt_name, factory in factories.items():

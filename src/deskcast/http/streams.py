@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from deskcast.encode.aac import AacEncoder
 from deskcast.encode.mp3 import Mp3Encoder
 from deskcast.encode.ogg import OPUS_GRANULE_RATE, OggOpusMuxer
 from deskcast.encode.opus import OpusEncoder
@@ -57,11 +58,23 @@ class StreamEncoder(Protocol):
         ...
 
 
-class Mp3Stream:
-    """MP3 frames (bit reservoir off: any frame is a join point), 5 (120 ms at 48 kHz) per chunk."""
+class FrameEncoder(Protocol):
+    """An encoder whose every frame decodes on its own (a join point)."""
 
-    def __init__(self, fmt: AudioFormat, bitrate_kbps: int) -> None:
-        self.encoder = Mp3Encoder(fmt, bitrate_kbps=bitrate_kbps)
+    @property
+    def frame_duration_s(self) -> float: ...
+
+    def encode(self, block: PcmBlock) -> list[bytes]: ...
+
+    def describe(self) -> str: ...
+
+
+class FramesStream:
+    """Self-contained frames (MP3 with the bit reservoir off, AAC in ADTS), ~0.1 s per chunk:
+    exactly as many frames per chunk whatever the block size (MP3: 5, 120 ms at 48 kHz)."""
+
+    def __init__(self, encoder: FrameEncoder) -> None:
+        self.encoder = encoder
         self.header = b""
         self._pending: list[bytes] = []
         self._per_chunk = math.ceil(CHUNK_S / self.encoder.frame_duration_s - 1e-9)
@@ -85,6 +98,20 @@ class Mp3Stream:
             chunks.append(Chunk(b"".join(frames), duration, self._pts_s))
             self._pts_s += duration
         return chunks
+
+
+class Mp3Stream(FramesStream):
+    """MP3 frames, bit reservoir off: any frame is a join point."""
+
+    def __init__(self, fmt: AudioFormat, bitrate_kbps: int) -> None:
+        super().__init__(Mp3Encoder(fmt, bitrate_kbps=bitrate_kbps))
+
+
+class AacStream(FramesStream):
+    """AAC-LC in ADTS frames: what Safari and iOS play over plain HTTP; also HLS's source."""
+
+    def __init__(self, fmt: AudioFormat, bitrate_kbps: int) -> None:
+        super().__init__(AacEncoder(fmt, bitrate_kbps=bitrate_kbps))
 
 
 class OggOpusStream:
@@ -134,6 +161,7 @@ class FormatSpec:
 FORMATS: dict[str, FormatSpec] = {
     "mp3": FormatSpec("mp3", "audio/mpeg", icy=True),
     "opus": FormatSpec("opus", "audio/ogg", icy=False),
+    "aac": FormatSpec("aac", "audio/aac", icy=True),
 }
 
 
