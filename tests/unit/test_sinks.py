@@ -17,6 +17,20 @@ from deskcast.playback.stdout import StdoutSink
 FMT = AudioFormat()
 
 
+def fake_pulse_server(monkeypatch: pytest.MonkeyPatch, stream: type) -> None:
+    """pasimple streams of class ``stream``, and a server whose one sink is ``out``."""
+    import contextlib
+
+    import pasimple
+
+    from deskcast import soundserver
+
+    monkeypatch.setattr(pasimple, "PaSimple", stream)
+    monkeypatch.setattr(soundserver, "connect", lambda: contextlib.nullcontext(None))
+    monkeypatch.setattr(soundserver, "sinks", lambda pulse, hub: [
+        soundserver.Device("out", "out")])
+
+
 def ramp_block(pts: int = 0, fmt: AudioFormat = FMT) -> PcmBlock:
     x = np.linspace(-0.5, 0.5, 480 * fmt.channels).reshape(480, fmt.channels)
     return PcmBlock.from_float(x, fmt, pts)
@@ -76,11 +90,9 @@ def test_pulse_sink_drops_audio_at_real_time_until_it_is_back(
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """The sound server went away under a playing pulse sink: one warning, the audio is
     dropped at real time (the pump must not spin), the stream is reopened, one line more."""
-    import contextlib
 
     import pasimple
 
-    from deskcast import soundserver
     from deskcast.capture.base import Pacer
     from deskcast.capture.pulse import StreamKeeper
     from deskcast.playback import pulse as pulse_sink
@@ -115,10 +127,7 @@ def test_pulse_sink_drops_audio_at_real_time_until_it_is_back(
         def close(self) -> None:
             pass
 
-    monkeypatch.setattr(pasimple, "PaSimple", FakeStream)
-    monkeypatch.setattr(soundserver, "connect", lambda: contextlib.nullcontext(None))
-    monkeypatch.setattr(soundserver, "sinks", lambda pulse, hub: [
-        soundserver.Device("out", "out")])
+    fake_pulse_server(monkeypatch, FakeStream)
     monkeypatch.setattr(pulse_sink, "Pacer",
                         lambda rate: Pacer(rate, clock=lambda: now[0], sleep=sleep))
     monkeypatch.setattr(StreamKeeper, "start_watch", lambda self, device: None)
@@ -149,12 +158,8 @@ def test_pulse_sink_gives_libpulses_thread_the_audio_threads_priority(
     """The thread libpulse starts for a stream ('threaded-ml') wakes the audio thread when the
     server wants audio: the first write (from the audio thread) gives it that thread's
     SCHED_FIFO priority, once per stream; other threads started meanwhile keep theirs."""
-    import contextlib
     import threading
 
-    import pasimple
-
-    from deskcast import soundserver
     from deskcast.capture.pulse import StreamKeeper
     from deskcast.playback import pulse as pulse_sink
 
@@ -191,10 +196,7 @@ def test_pulse_sink_gives_libpulses_thread_the_audio_threads_priority(
     monkeypatch.setattr(os, "sched_getparam", lambda pid: os.sched_param(80))
     monkeypatch.setattr(os, "sched_setscheduler", lambda pid, policy, param: raised.append(
         (pid, policy, param.sched_priority)))
-    monkeypatch.setattr(pasimple, "PaSimple", FakeStream)
-    monkeypatch.setattr(soundserver, "connect", lambda: contextlib.nullcontext(None))
-    monkeypatch.setattr(soundserver, "sinks", lambda pulse, hub: [
-        soundserver.Device("out", "out")])
+    fake_pulse_server(monkeypatch, FakeStream)
     monkeypatch.setattr(StreamKeeper, "start_watch", lambda self, device: None)
     sink = pulse_sink.PulseSink(parse("pulse:out", Direction.SINK), FMT, 480)
     sink.open()
@@ -219,11 +221,8 @@ def test_pulse_sink_waits_for_room_before_the_next_block_is_taken(
     last one written, at most the sink's block), at most 3/4 of that, and not while the
     stream is lost; the pump calls it before reading a source that is not clocked, and only
     then."""
-    import contextlib
 
-    import pasimple
 
-    from deskcast import soundserver
     from deskcast.capture.pulse import StreamKeeper
     from deskcast.capture.tone import ToneSource
     from deskcast.playback import pulse as pulse_sink
@@ -247,10 +246,7 @@ def test_pulse_sink_waits_for_room_before_the_next_block_is_taken(
         def close(self) -> None:
             pass
 
-    monkeypatch.setattr(pasimple, "PaSimple", FakeStream)
-    monkeypatch.setattr(soundserver, "connect", lambda: contextlib.nullcontext(None))
-    monkeypatch.setattr(soundserver, "sinks", lambda pulse, hub: [
-        soundserver.Device("out", "out")])
+    fake_pulse_server(monkeypatch, FakeStream)
     monkeypatch.setattr(StreamKeeper, "start_watch", lambda self, device: None)
     sink = pulse_sink.PulseSink(parse("pulse:out", Direction.SINK), FMT, 240, buffer_ms=20)
     slept: list[float] = []
