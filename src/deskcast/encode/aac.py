@@ -16,6 +16,7 @@ from typing import Any
 import av
 import numpy as np
 
+from deskcast.encode.sync import split_synced
 from deskcast.errors import ConfigError
 from deskcast.media import AudioFormat, PcmBlock, Reblocker
 
@@ -85,41 +86,20 @@ def parse_adts_header(data: bytes) -> AdtsHeader:
     return AdtsHeader(object_type, ADTS_RATES[rate_index], channels, length, header_length)
 
 
+def _consistent(a: AdtsHeader, b: AdtsHeader) -> bool:
+    return (a.object_type, a.sample_rate, a.channels) == (b.object_type, b.sample_rate,
+                                                          b.channels)
+
+
 def split_adts(data: bytes) -> tuple[list[bytes], bytes]:
     """Cut ``data`` into whole ADTS frames; returns (frames, remainder).
 
-    Bytes before the first header (or between frames) that are not a frame are skipped; a frame
-    is taken when it ends at the end of ``data`` or another header follows it. The remainder
-    starts where a frame may begin that is not complete yet.
+    Bytes that are not a frame are skipped; a frame is trusted right after one of the same
+    profile, rate and channels, else confirmed by the header after it
+    (:func:`deskcast.encode.sync.split_synced`). The remainder starts where a frame may begin
+    that is not complete yet.
     """
-    frames: list[bytes] = []
-    n = len(data)
-    i = 0
-    while i < n:
-        if data[i] != 0xFF:
-            i += 1
-            continue
-        if n - i < ADTS_HEADER_BYTES:
-            break
-        try:
-            header = parse_adts_header(data[i:i + ADTS_HEADER_BYTES])
-        except ValueError:
-            i += 1
-            continue
-        end = i + header.frame_length
-        if end > n:
-            break
-        if end != n:
-            if n - end < ADTS_HEADER_BYTES:
-                break  # cannot confirm yet
-            try:
-                parse_adts_header(data[end:end + ADTS_HEADER_BYTES])
-            except ValueError:
-                i += 1
-                continue
-        frames.append(data[i:end])
-        i = end
-    return frames, data[i:]
+    return split_synced(data, ADTS_HEADER_BYTES, parse_adts_header, _consistent)
 
 
 class AacEncoder:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
+from deskcast.encode.sync import split_synced
 from deskcast.errors import ConfigError
 from deskcast.media import AudioFormat, FloatArray, PcmBlock, SampleFormat, convert
 
@@ -144,48 +145,12 @@ def _consistent(a: FrameHeader, b: FrameHeader) -> bool:
 def split_frames(data: bytes) -> tuple[list[bytes], bytes]:
     """Cut ``data`` into whole MPEG audio frames; returns (frames, remainder).
 
-    Bytes that cannot start a frame (garbage, ID3 tags, a broken frame) are skipped. A frame
-    found right after the previous one is trusted; one found after skipped bytes (or at the very
-    start) must be confirmed by a consistent header right after it, or end exactly at the end of
-    ``data``, so a stray 0xFF in garbage is not taken for a frame. The remainder starts where a
-    frame may begin that is not complete yet: prepend it to the next chunk of the stream.
+    Garbage, ID3 tags and broken frames are skipped; a frame is trusted right after one of the
+    same version, layer and rate, else confirmed by the header after it
+    (:func:`deskcast.encode.sync.split_synced`). The remainder starts where a frame may begin
+    that is not complete yet: prepend it to the next chunk of the stream.
     """
-    frames: list[bytes] = []
-    n = len(data)
-    i = 0
-    previous: FrameHeader | None = None  # header of the frame that ended at i, while in sync
-    while i < n:
-        if data[i] != 0xFF:
-            previous = None
-            i += 1
-            continue
-        if n - i < HEADER_BYTES:
-            break
-        try:
-            header = parse_frame_header(data[i:i + HEADER_BYTES])
-        except ValueError:
-            previous = None
-            i += 1
-            continue
-        end = i + header.frame_length
-        if end > n:
-            break
-        in_sync = previous is not None and _consistent(previous, header)
-        if not in_sync and end != n:
-            if n - end < HEADER_BYTES:
-                break  # cannot confirm yet: wait for the next header
-            try:
-                following = parse_frame_header(data[end:end + HEADER_BYTES])
-            except ValueError:
-                following = None
-            if following is None or not _consistent(header, following):
-                previous = None
-                i += 1
-                continue
-        frames.append(data[i:end])
-        previous = header
-        i = end
-    return frames, data[i:]
+    return split_synced(data, HEADER_BYTES, parse_frame_header, _consistent)
 
 
 LAME_LIBRARY = "libmp3lame.so.0"
