@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 
 import numpy as np
@@ -147,7 +147,7 @@ def test_run_subscribes_again_after_the_stream_ended(tmp_path: Path) -> None:
     frames = encode(2.5)
     subscriptions = 0
 
-    async def stream() -> AsyncIterator[bytes]:
+    async def stream() -> AsyncGenerator[bytes]:
         nonlocal subscriptions
         subscriptions += 1
         for i in range(0, len(frames), 10):

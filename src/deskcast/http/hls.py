@@ -22,7 +22,7 @@ import contextlib
 import logging
 import math
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -178,7 +178,7 @@ class HlsWriter:
                                    / self.sample_rate, 3),
                 "playlist": str(self.folder / PLAYLIST)}
 
-    async def run(self, subscribe: Callable[[], AsyncIterator[bytes]]) -> None:
+    async def run(self, subscribe: Callable[[], AsyncGenerator[bytes]]) -> None:
         """Write segments from serve's AAC stream until cancelled; after the stream ends (the
         encoder restarted, or this consumer fell behind) subscribe again."""
         self.prepare()
@@ -191,21 +191,16 @@ class HlsWriter:
                 logger.warning("HLS: cannot end the playlist in %s (%s)", self.folder,
                                err.strerror)
 
-    async def _follow(self, subscribe: Callable[[], AsyncIterator[bytes]]) -> None:
+    async def _follow(self, subscribe: Callable[[], AsyncGenerator[bytes]]) -> None:
         logger.info("writing HLS to %s (a segment every %.2f s)", self.folder / PLAYLIST,
                     self.frames_per_segment * FRAME_SAMPLES / self.sample_rate)
         while True:
-            chunks = subscribe()
-            try:
+            async with contextlib.aclosing(subscribe()) as chunks:
                 async for data in chunks:
                     try:
                         self.feed(data)
                     except OSError as err:
                         logger.warning("HLS: cannot write to %s (%s); dropping this segment",
                                        self.folder, err.strerror)
-            finally:
-                aclose = getattr(chunks, "aclose", None)
-                if aclose is not None:
-                    await aclose()
             self.restart()
             await asyncio.sleep(RESUBSCRIBE_S)

@@ -596,7 +596,7 @@ class _Site(web.TCPSite):
 
     def __init__(self, runner: web.AppRunner, host: str | None, port: int, *,
                  ssl_context: ssl.SSLContext | None, handshake_timeout_s: float,
-                 backlog: int = 128) -> None:
+                 backlog: int = MIN_BACKLOG) -> None:
         super().__init__(runner, host, port, ssl_context=ssl_context, backlog=backlog)
         self.handshake_timeout_s = handshake_timeout_s
 
