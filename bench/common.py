@@ -188,8 +188,10 @@ class BenchServer:
     holds signals, logs and statistics (kept after the run if ``BENCH_KEEP`` is set).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, realtime: bool = False) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="deskcast-bench-"))
+        self.realtime = realtime
+        """PulseAudio's I/O threads at real-time priority, as on a desktop (rtkit)."""
         self._server: SoundServer | None = None
         self.env: dict[str, str] = {}
         self.deaths: list[str] = []
@@ -204,7 +206,7 @@ class BenchServer:
         if self._server is not None and self._server.running:
             return self._server
         self._bury()
-        server = SoundServer("pulseaudio")
+        server = SoundServer("pulseaudio", realtime=self.realtime)
         self._server = server
         server.start()
         server.create_null_sink("hub")

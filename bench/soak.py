@@ -62,6 +62,7 @@ RSS_SLOPE_MB_PER_10MIN = 1.0
 LATENCY_RANGE_MS = 10.0
 CPU_GROWTH = 0.20
 CPU_GROWTH_FLOOR_PCT = 0.5
+JUMP_MS = 4.0
 
 
 @dataclass
@@ -79,6 +80,9 @@ class Sample:
     expanded_ms: float
     skipped_ms: float
     underruns: int
+    jumps: int
+    """Seconds whose delay rose more than ``JUMP_MS`` over the second before: the device lost
+    time (it stalled and played silence) and the audio waiting piled up."""
 
 
 @dataclass
@@ -93,6 +97,8 @@ class StatsTail:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._offset = 0
+        self.last_delay = math.nan
+        """The delay of the newest line read (to count jumps across intervals)."""
 
     def new(self) -> list[dict[str, object]]:
         try:
@@ -113,7 +119,7 @@ def number(record: dict[str, object], key: str) -> float:
 
 def run(args: argparse.Namespace, progress: Progress) -> Soak:
     soak = Soak()
-    with BenchServer() as bs, Procs(bs.workdir) as procs:
+    with BenchServer(realtime=args.server_priority == "realtime") as bs, Procs(bs.workdir) as procs:
         port = free_port_pair()
         rx_stats = bs.workdir / "rx.json"
         source = f"{args.signal}{':1000' if args.signal == 'tone' else ''}?clock_ppm={args.ppm:g}"
@@ -158,6 +164,12 @@ def sample(tx: Child, rx: Child, tail: StatsTail, last: tuple[float, float, floa
     lat = [number(r, "latency_ms") for r in records]
     buf = [number(r, "buffer_ms") for r in records]
     final = records[-1]
+    jumps = 0
+    for d in delay:
+        if d - tail.last_delay > JUMP_MS:
+            jumps += 1
+        if not math.isnan(d):
+            tail.last_delay = d
     return Sample(
         t_s=now - t0,
         rss_tx_mb=rss_mb(tx.proc.pid),
@@ -172,6 +184,7 @@ def sample(tx: Child, rx: Child, tail: StatsTail, last: tuple[float, float, floa
         expanded_ms=number(final, "expanded_ms"),
         skipped_ms=number(final, "skipped_ms"),
         underruns=int(number(final, "underruns")),
+        jumps=jumps,
     )
 
 
@@ -206,6 +219,9 @@ def verdict(samples: list[Sample], settle_s: float) -> tuple[bool, list[str]]:
     check(max(delay) - min(delay) < LATENCY_RANGE_MS,
           f"delay (10 s means) {min(delay):.1f}-{max(delay):.1f} ms, range "
           f"{max(delay) - min(delay):.1f} ms (limit {LATENCY_RANGE_MS:g})")
+    jumps = sum(s.jumps for s in settled)
+    lines.append(f"info the device lost time {jumps} times (a second's delay "
+                 f"> {JUMP_MS:g} ms above the one before)")
     lat = [s.latency_ms for s in settled]
     lines.append(f"info latency estimate (not judged) {min(lat):.1f}-{max(lat):.1f} ms")
     third = max(1, len(settled) // 3)
@@ -224,10 +240,10 @@ def report(soak: Soak, args: argparse.Namespace) -> bool:
              f"{s.cpu_rx_pct:.1f}", f"{s.delay_ms:.1f}", f"{s.latency_ms:.1f}",
              f"{s.buffer_ms:.1f}",
              f"{s.drift_ppm:+.0f}", f"{s.concealed_pct:.2f}", f"{s.expanded_ms:.0f}",
-             f"{s.skipped_ms:.0f}", str(s.underruns)] for s in soak.samples]
+             f"{s.skipped_ms:.0f}", str(s.underruns), str(s.jumps)] for s in soak.samples]
     print(table(["t s", "tx MB", "rx MB", "tx cpu%", "rx cpu%", "delay ms", "latency ms",
                  "buffer ms",
-                 "drift ppm", "concealed%", "expanded ms", "skipped ms", "ran dry"], rows))
+                 "drift ppm", "concealed%", "expanded ms", "skipped ms", "ran dry", "jumps"], rows))
     print()
     flat, lines = verdict(soak.samples, args.settle)
     for line in lines:
@@ -240,7 +256,9 @@ def report(soak: Soak, args: argparse.Namespace) -> bool:
           "its packet's on-time arrival to the sink, averaged over every second's samples, + "
           "the 40 ms device buffer; latency = jitter buffer depth at one instant + the device "
           "buffer); drift, concealed, expanded, skipped and 'ran dry' are its "
-          f"running values. Settling: the first {args.settle:g} s are left out of the verdict.")
+          f"running values; jumps: seconds whose delay rose > {JUMP_MS:g} ms over the second "
+          f"before (the device lost time). Settling: the first {args.settle:g} s are left out "
+          "of the verdict.")
     summary = load_summary([soak.load])
     if summary:
         print(summary)
@@ -258,13 +276,17 @@ def main() -> int:
                         help="the sender's clock error in ppm (300; + is fast)")
     parser.add_argument("--signal", choices=("tone", "noise"), default="tone",
                         help="what is sent: a 1 kHz tone (default) or white noise, -12 dBFS")
+    parser.add_argument("--server-priority", choices=("realtime", "normal"), default="realtime",
+                        help="PulseAudio's I/O threads: real-time (default, as a desktop's "
+                        "PulseAudio gets from rtkit) or normal (like the test suite's server)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     args = parser.parse_args()
     if args.quick:
         args.minutes, args.settle = 2.0, 30.0
     progress = Progress(args.quiet)
     print(header(f"Soak: {args.signal} with the sender's clock {args.ppm:+g} ppm off -> send -> "
-                 f"UDP 127.0.0.1 -> receive -> pulse:out, {args.minutes:g} min"
+                 f"UDP 127.0.0.1 -> receive -> pulse:out ({args.server_priority} PulseAudio), "
+                 f"{args.minutes:g} min"
                  f"{' (quick)' if args.quick else ''}"), flush=True)
     try:
         soak = run(args, progress)

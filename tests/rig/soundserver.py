@@ -196,17 +196,22 @@ class SoundServer:
         *,
         rate: int = 48000,
         min_quantum: int | None = None,
+        realtime: bool = False,
     ) -> None:
         """``rate``: the server's default sample rate.  ``min_quantum``
         (PipeWire only): smallest graph period in frames; ``None`` keeps
         PipeWire's default (32, i.e. whatever the most demanding client
         asks for).  A larger floor makes glitches from late scheduling less
-        likely on a busy machine, at the cost of latency."""
+        likely on a busy machine, at the cost of latency.  ``realtime``
+        (PulseAudio only): run its I/O threads at real-time priority, as a
+        desktop's PulseAudio does through rtkit (the tests leave it off so
+        that a stuck server cannot starve the machine)."""
         if kind not in ("pulseaudio", "pipewire"):
             raise ValueError(f"unknown sound server kind {kind!r}")
         self.kind: ServerKind = kind
         self.rate = rate
         self.min_quantum = min_quantum
+        self.realtime = realtime
         self.root: Path = Path()
         self.server: str = ""
         self.env_overrides: dict[str, str] = {}
@@ -405,6 +410,7 @@ class SoundServer:
         socket = self.server.removeprefix("unix:")
         pulse_cfg = self.root / "config" / "pulse"
         pulse_cfg.mkdir(parents=True, exist_ok=True)
+        yes_no = "yes" if self.realtime else "no"
         (pulse_cfg / "daemon.conf").write_text(
             "\n".join(
                 [
@@ -414,8 +420,8 @@ class SoundServer:
                     "default-sample-format = s16le",
                     "exit-idle-time = -1",
                     "flat-volumes = no",
-                    "high-priority = no",
-                    "realtime-scheduling = no",
+                    f"high-priority = {yes_no}",
+                    f"realtime-scheduling = {yes_no}",
                     "enable-shm = yes",
                     "",
                 ]
@@ -446,8 +452,8 @@ class SoundServer:
                 "--exit-idle-time=-1",
                 "--disallow-exit",
                 "--use-pid-file=no",
-                "--high-priority=no",
-                "--realtime=no",
+                f"--high-priority={yes_no}",
+                f"--realtime={yes_no}",
                 f"--log-target=file:{self.root / 'logs' / 'pulseaudio-server.log'}",
                 "--log-level=info",
                 "--log-time=yes",
