@@ -11,7 +11,8 @@ concealed, expanded or skipped.
 
 The delay is what the listener hears: each sample's wait in the receiver, from its packet's
 arrival on time (its RTP timestamp mapped onto the receiver's clock) to when it is handed to
-the sink, averaged over all samples of each second, plus the sink's buffer (``delay_ms``).
+the sink, plus what the sound server reports queued ahead of it then (``delay_ms``; the
+part in the sound server is ``sink_ms``), averaged over all samples of each second.
 The older latency estimate (the jitter buffer's depth at one instant a second, plus the
 sink's buffer) is shown but not judged: the depth steps by whole packets and, read against
 PulseAudio's bursts, swings by a frame or two that nobody hears.
@@ -73,6 +74,8 @@ class Sample:
     cpu_tx_pct: float
     cpu_rx_pct: float
     delay_ms: float
+    sink_ms: float
+    """The part of the delay in the sound server's buffer (what it reports queued)."""
     latency_ms: float
     buffer_ms: float
     drift_ppm: float
@@ -162,6 +165,7 @@ def sample(tx: Child, rx: Child, tail: StatsTail, last: tuple[float, float, floa
         raise BenchError("the receiver wrote no --stats-json line in the last interval")
     delay = [number(r, "delay_ms") for r in records]
     lat = [number(r, "latency_ms") for r in records]
+    sink = [number(r, "sink_ms") for r in records]
     buf = [number(r, "buffer_ms") for r in records]
     final = records[-1]
     jumps = 0
@@ -177,6 +181,7 @@ def sample(tx: Child, rx: Child, tail: StatsTail, last: tuple[float, float, floa
         cpu_tx_pct=100 * (cpu_seconds(tx.proc.pid) - c_tx) / span,
         cpu_rx_pct=100 * (cpu_seconds(rx.proc.pid) - c_rx) / span,
         delay_ms=float(np.nanmean(delay)) if not np.all(np.isnan(delay)) else math.nan,
+        sink_ms=float(np.nanmean(sink)) if not np.all(np.isnan(sink)) else math.nan,
         latency_ms=float(np.nanmean(lat)),
         buffer_ms=float(np.nanmean(buf)),
         drift_ppm=number(final, "drift_ppm"),
@@ -237,11 +242,11 @@ def verdict(samples: list[Sample], settle_s: float) -> tuple[bool, list[str]]:
 
 def report(soak: Soak, args: argparse.Namespace) -> bool:
     rows = [[f"{s.t_s:.0f}", f"{s.rss_tx_mb:.1f}", f"{s.rss_rx_mb:.1f}", f"{s.cpu_tx_pct:.1f}",
-             f"{s.cpu_rx_pct:.1f}", f"{s.delay_ms:.1f}", f"{s.latency_ms:.1f}",
+             f"{s.cpu_rx_pct:.1f}", f"{s.delay_ms:.1f}", f"{s.sink_ms:.1f}", f"{s.latency_ms:.1f}",
              f"{s.buffer_ms:.1f}",
              f"{s.drift_ppm:+.0f}", f"{s.concealed_pct:.2f}", f"{s.expanded_ms:.0f}",
              f"{s.skipped_ms:.0f}", str(s.underruns), str(s.jumps)] for s in soak.samples]
-    print(table(["t s", "tx MB", "rx MB", "tx cpu%", "rx cpu%", "delay ms", "latency ms",
+    print(table(["t s", "tx MB", "rx MB", "tx cpu%", "rx cpu%", "delay ms", "sink ms", "latency ms",
                  "buffer ms",
                  "drift ppm", "concealed%", "expanded ms", "skipped ms", "ran dry", "jumps"], rows))
     print()
@@ -253,9 +258,10 @@ def report(soak: Soak, args: argparse.Namespace) -> bool:
     print(f"every {args.every:g} s: RSS (VmRSS), CPU (user+system, all threads, % of one core "
           "over the interval) of sender and receiver; delay, latency and buffer are the means of "
           "the receiver's --stats-json lines of the interval (delay = each sample's wait from "
-          "its packet's on-time arrival to the sink, averaged over every second's samples, + "
-          "the 40 ms device buffer; latency = jitter buffer depth at one instant + the device "
-          "buffer); drift, concealed, expanded, skipped and 'ran dry' are its "
+          "its packet's on-time arrival to when the sound server has played what it had "
+          "queued ahead of it, averaged over every second's samples; sink: the part of it in "
+          "the sound server's buffer, as it reports it; latency = jitter buffer depth at one "
+          "instant + the device buffer); drift, concealed, expanded, skipped and 'ran dry' are its "
           f"running values; jumps: seconds whose delay rose > {JUMP_MS:g} ms over the second "
           f"before (the device lost time). Settling: the first {args.settle:g} s are left out "
           "of the verdict.")

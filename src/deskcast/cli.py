@@ -449,10 +449,11 @@ def cmd_receive(args: argparse.Namespace) -> int:
 
     def status(_: Any) -> str:
         f = receiver.status_fields()
+        delay = f["latency_ms"] if f["delay_ms"] is None else f["delay_ms"]
         return (f"{f['packets']} pkts  loss {f['concealed_pct']:.1f}%  late {f['late']}  "
-                f"ran dry {f['underruns']}x  "
+                f"ran dry {f['underruns']}x  sink stalled {f['device_stalls']}x  "
                 f"jitter {f['jitter_ms']:.1f} ms  buffer {f['buffer_ms']:.0f} ms  "
-                f"delay ~{f['latency_ms']:.0f} ms  drift {f['drift_ppm']:+.0f} ppm")
+                f"delay {delay:.0f} ms  drift {f['drift_ppm']:+.0f} ppm")
 
     with receiver:
         _run_pump(receiver, sink, s, fmt, show, status=status, stats_json=args.stats_json)

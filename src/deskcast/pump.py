@@ -61,16 +61,14 @@ class Pump:
         # A device sink that can tell when it wants the next block is asked before a source
         # that is not clocked (the network receiver) is read: the block is then taken from
         # the source's buffer as late as the device allows (see deskcast.playback.pulse).
-        wait_for_room: Callable[[], None] | None = getattr(self.sink, "wait_for_room", None)
-        if self.source.clocked:
-            wait_for_room = None
+        wait_for_room = None if self.source.clocked else self.sink.wait_for_room
         try:
             while not self.stop_event.is_set():
                 if wait_for_room is not None:
                     with self._sink_lock:
                         if self._sink_closed:
                             break
-                        wait_for_room()
+                        self.source.sink_queued_s = wait_for_room()
                 block = self.source.read()
                 if block is None:
                     stats.ended = "source ended"

@@ -201,3 +201,23 @@ def test_a_backlog_is_dropped_back_to_the_held_level_not_the_bare_target() -> No
         assert jb.pop() is not None
         jb.put(*packet(k), F, 0.0)
     assert jb.stats.skipped_samples == 5 * F
+
+
+def test_skip_drops_whole_packets_and_keeps_a_frame() -> None:
+    """What the drift controller asks to drop (audio that piled up while the device lost
+    time): the oldest whole packets, counted as skipped, never the last frame, nothing
+    while not playing."""
+    jb = JitterBuffer(RATE, target_ms=20, adaptive=False)
+    for i in range(6):
+        jb.put(*packet(i), F, 0.0)
+    jb.skip(2 * F)                                # not playing yet: nothing
+    assert jb.stats.skipped_samples == 0
+    assert jb.pop() == Frame(0, F, packet(0)[1])
+    jb.skip(2 * F)
+    assert jb.stats.skipped_samples == 2 * F
+    assert jb.pop() == Frame(3 * F, F, packet(3)[1])   # 1 and 2 dropped
+    jb.skip(10 * F)                               # more than there is: a frame stays
+    assert jb.stats.skipped_samples == 3 * F
+    assert jb.pop() == Frame(5 * F, F, packet(5)[1])
+    jb.skip(0)
+    assert jb.stats.skipped_samples == 3 * F

@@ -254,14 +254,16 @@ def test_pulse_sink_waits_for_room_before_the_next_block_is_taken(
     sink.open()
     try:
         sink.write(ramp_block())  # 480 frames: 10 ms
+        queued = []
         for us in (9_000, 15_000, 17_000, 40_000):
             queued_us[0] = us
-            sink.wait_for_room()
+            queued.append(sink.wait_for_room())
         # Room for a 5 ms block (the sink's, shorter than the 10 ms written): 17 - (20 - 5) ms;
-        # at most 3/4 of 5 ms.
+        # at most 3/4 of 5 ms. It tells what is queued after the sleep.
         assert slept == pytest.approx([0.002, 0.00375])
+        assert queued == pytest.approx([0.009, 0.015, 0.015, 0.03625])
         sink.keeper.lose("test")
-        sink.wait_for_room()
+        assert sink.wait_for_room() is None
         assert len(slept) == 2
     finally:
         sink.close()
@@ -269,8 +271,9 @@ def test_pulse_sink_waits_for_room_before_the_next_block_is_taken(
     class Recording(pulse_sink.PulseSink):
         calls: list[str]
 
-        def wait_for_room(self) -> None:
+        def wait_for_room(self) -> float | None:
             self.calls.append("wait")
+            return 0.025
 
         def write(self, block: PcmBlock) -> None:
             self.calls.append("write")
@@ -283,3 +286,5 @@ def test_pulse_sink_waits_for_room_before_the_next_block_is_taken(
         source.pacer = None
         Pump(source, rec, max_frames=3 * 480).run()
         assert rec.calls == expected
+        # the source is told what the sink had queued when it was read
+        assert source.sink_queued_s == (None if clocked else 0.025)

@@ -31,6 +31,10 @@ class Source(abc.ABC):
     the sound card then sets the pace and its buffer stays full instead of running near empty
     (one clock, not two)."""
 
+    sink_queued_s: float | None = None
+    """What the sink still had queued when this read was asked for (seconds), set before
+    each read of a source that is not clocked when the sink can tell (None: it cannot)."""
+
     def __init__(self, endpoint: Endpoint, fmt: AudioFormat, block_frames: int) -> None:
         self.endpoint = endpoint
         self.fmt = fmt

@@ -34,6 +34,13 @@ class Sink(abc.ABC):
     def open(self) -> None:  # noqa: B027 - optional hook
         """Acquire the device or create the file; raise DeskcastError with a one-line reason."""
 
+    def wait_for_room(self) -> float | None:
+        """Sleep until the device has room for the next block and return what it still has
+        queued, in seconds (``None``: this sink cannot tell, and returns at once). Called
+        before the block is taken from a source that is not clocked (the network receiver),
+        so that it is taken as late as the device allows."""
+        return None
+
     @abc.abstractmethod
     def write(self, block: PcmBlock) -> None:
         """Queue one block; raise SinkClosedError when the consumer is gone."""

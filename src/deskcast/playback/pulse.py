@@ -104,28 +104,30 @@ class PulseSink(Sink):
         except pasimple.PaSimpleError as err:
             raise soundserver.pa_error(err, f"cannot play to {self.name}") from None
 
-    def wait_for_room(self) -> None:
+    def wait_for_room(self) -> float | None:
         """Sleep until the server's buffer has room for one more block (the last one written,
         at most ``block_frames``): what it reports queued, sink included, is at most
-        ``buffer_ms`` minus that.
+        ``buffer_ms`` minus that; returns what is queued then (seconds).
         Call it before taking the block from a source that is not clocked: it is then taken
         when the device wants it rather than a device period early (see the module
-        docstring). At most ``MAX_WAIT_BLOCKS`` of a block; nothing while lost."""
+        docstring). At most ``MAX_WAIT_BLOCKS`` of a block; nothing while lost (None)."""
         stream = self._stream
         if stream is None or not self.keeper.usable:
-            return
+            return None
         try:
-            queued_s = stream.get_latency() / 1e6
+            queued_s = float(stream.get_latency()) / 1e6
         except pasimple.PaSimpleError:
-            return  # write() will find out and reconnect
+            return None  # write() will find out and reconnect
         # Room for a block (the server's request size, minreq), not for a whole frame when
         # frames are longer: the write takes a long frame in parts as room opens, and waiting
         # for all of it would let the device buffer run that much lower (20 ms frames in a
         # 40 ms buffer: down to 20 ms instead of 30, with dropouts on a busy machine).
         block_s = min(self._last_frames, self.block_frames) / self.fmt.rate
-        wait = queued_s - (self.buffer_s - block_s)
+        wait = min(queued_s - (self.buffer_s - block_s), MAX_WAIT_BLOCKS * block_s)
         if wait > 0:
-            self.sleep(min(wait, MAX_WAIT_BLOCKS * block_s))
+            self.sleep(wait)
+            queued_s -= wait
+        return queued_s
 
     def write(self, block: PcmBlock) -> None:
         keeper = self.keeper

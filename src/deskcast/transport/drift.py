@@ -30,6 +30,12 @@ wound its integral up to the limit whenever the jitter buffer's own steps pinned
 * **Set-point.** Where the level settled, but at least high enough that the lowest read of
   the sink's bursts keeps room for the network's jitter. Running dry there for one frame
   raises it by that frame for good.
+* **Time the device loses.** A sink that stops taking audio for a while (a sound server or
+  our thread not scheduled in time; the listener hears a gap) leaves the audio that came in
+  meanwhile waiting: the delay jumps. The level plus what the sink reports queued (the
+  delay of the frame being read) moves by tenths of a ms from one second to the next, so a
+  jump of a few ms is plain; its whole frames are dropped at once and the rest played out at
+  the largest correction, back to where the delay was, within seconds.
 
 The controller is pure (readings and times are passed in) so that an hour of 300 ppm drift
 through a bursty sink can be simulated in a unit test in seconds.
@@ -37,8 +43,10 @@ through a bursty sink can be simulated in a unit test in seconds.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
+import statistics
 from collections import deque
 from dataclasses import dataclass
 
@@ -237,7 +245,8 @@ class DriftController:
                  settle_s: float = 20.0, remeasure_after_s: float = 2.5,
                  relax_ppm: float = 500.0, relax_after_s: float = 60.0,
                  max_raise_ms: float = 20.0, guard_ms: float = 2.0,
-                 stall_ms: float = 20.0) -> None:
+                 stall_ms: float = 3.0, stall_factor: float = 1.5,
+                 stall_history_s: int = 60) -> None:
         self.rate = rate
         self.max_dev = max_ppm / 1e6
         self.kp = kp_per_s
@@ -301,7 +310,25 @@ class DriftController:
         self._allowance = 0.0
         """The jitter buffer's target beyond a frame: how late packets come (95 %)."""
         self.stall = stall_ms * rate / 1000
-        self._second_sum = self._second_time = 0.0
+        """The smallest rise of a second's mean level over the seconds before that counts as
+        the device losing time (3 ms: on a sound server that keeps time the means move by
+        tenths of a ms from one second to the next)."""
+        self.stall_factor = stall_factor
+        """... and at least this many times the largest such move of the last
+        ``stall_history_s`` seconds: a sink that takes whole frames at a fixed period makes
+        the means wander by several ms, and that is no stall."""
+        self._seconds: deque[float] = deque(maxlen=stall_history_s)
+        """The mean level of each of the last seconds that had no stall or step."""
+        self._drain_to: float | None = None
+        self._drain_until = 0.0
+        """While audio a stall piled up is being played out fast: the level to return to."""
+        self._drop = 0
+        """Whole frames of it to drop, for :meth:`take_drop`."""
+        self._dropping = 0
+        """Taken by the receiver, not yet seen dropped."""
+        self.stalls = 0
+        """How often the device lost time (and the receiver played out what piled up)."""
+        self._second_sum = self._second_level = self._second_time = 0.0
         self._dry_frames = 0
         """Frames expanded in a row, up to the last one."""
         self._may_raise = False
@@ -353,11 +380,13 @@ class DriftController:
             self._latest_late = max(self._latest_late, late)
 
     def steer(self, frame: Frame | None, *, depth: int | None, target_samples: int,
-              skipped_samples: int, now_s: float) -> float:
+              skipped_samples: int, now_s: float, queued_samples: float | None = None
+              ) -> float:
         """One read of the sink, as the receiver does it: ``frame`` popped from the jitter
         buffer (None: silence while rebuffering), the buffer's depth (None while it was not
-        playing) and target before the pop, the backlog the pop dropped, and the time the
-        sink asked for this block. Returns the ratio to resample ``frame`` with."""
+        playing) and target before the pop, the backlog the pop dropped, the time the
+        sink asked for this block and, when the sink can tell, what it still had queued
+        then. Returns the ratio to resample ``frame`` with."""
         if frame is None:
             self._silent = True
             return self.ratio
@@ -368,7 +397,10 @@ class DriftController:
         level = self.level(frame.timestamp, now_s)
         self._allowance = max(0.0, target_samples - frame.samples)
         if skipped_samples:
-            self.shift(-skipped_samples)
+            own = min(skipped_samples, self._dropping)
+            self._dropping = 0
+            if skipped_samples > own:  # the jitter buffer dropped a backlog by itself
+                self.shift(-(skipped_samples - own))
         if frame.expand:
             if not self._dry_frames:
                 self._may_raise = self._dry_at_settled_level(frame.samples)
@@ -385,7 +417,7 @@ class DriftController:
             # No envelope yet: the depth, which was read before the pop; what the pop
             # dropped is not there any more.
             level = max(0, depth - skipped_samples)
-        return self.update(level, frame.samples, now_s, target_samples)
+        return self.update(level, frame.samples, now_s, target_samples, queued_samples)
 
     def level(self, timestamp: int, now_s: float) -> float | None:
         """How far ahead of the frame at ``timestamp`` the sender is at ``now_s``, in
@@ -400,7 +432,8 @@ class DriftController:
         return (now_s + offset) * self.rate - timestamp
 
     def update(self, depth: float, played_samples: int, now_s: float,
-               target_samples: float | None = None) -> float:
+               target_samples: float | None = None,
+               queued_samples: float | None = None) -> float:
         """The ratio for ``played_samples`` of input taken at ``now_s`` with ``depth`` buffered
         (before this frame).
 
@@ -412,12 +445,22 @@ class DriftController:
         self._update_feed_forward()
         self._now = now_s
         dt = played_samples / self.rate
-        relax = level = 0.0
+        relax = level = drain = 0.0
         self._observe(depth, dt)
         if self.depth is not None and \
                 self._settled(depth, played_samples, now_s, target_samples):
             assert self.setpoint is not None
-            if target_samples is not None and self._offset is not None:
+            # What the listener hears of this frame: the level plus what the sink has queued
+            # ahead of it. Where the audio waits, here or in the sink, moves with the sink's
+            # bursts (a frame's worth, against a sink with a period of its own); the sum
+            # moves only when the device loses time.
+            self._watch_stalls(depth, queued_samples or 0.0, dt, now_s)
+            if self._drain_to is not None:
+                # What a stall of the device piled up (beyond whole frames, dropped): played
+                # out as fast as we may; the level term waits (its smoothed level has the
+                # stall in it), and so does the integral.
+                drain = self.max_dev
+            elif target_samples is not None and self._offset is not None:
                 self._target = target_samples
                 self._since_step += dt
                 above = self.setpoint - (target_samples + self._offset)
@@ -427,37 +470,85 @@ class DriftController:
                     relax = self.relax_ppm / 1e6
                     self.setpoint -= relax * played_samples
             self.error_s = (self.depth - self.setpoint) / self.rate
-            level = _clamp(self.kp * self.error_s, self.max_level)
-            self._watch_stalls(depth, dt, now_s)
+            if not drain:
+                level = _clamp(self.kp * self.error_s, self.max_level)
             wanted = self.feed_forward + self.integral + level + relax
             # Anti-windup: the integral only moves while its output can act, and only on
             # the small, slow errors a clock makes (a stall or a late burst is the jitter
             # buffer's to settle, and the level being played out is ours, not the clocks').
-            if not relax and now_s >= self._integrate_from and \
+            if not relax and not drain and now_s >= self._integrate_from and \
                     abs(self.error_s) < self.integrate_below_s and \
                     (abs(wanted) < self.max_dev or (wanted > 0) != (self.error_s > 0)):
                 self.integral = _clamp(self.integral + self.ki * self.error_s * dt,
                                        self.max_integral)
         # Too much buffered -> consume input faster -> fewer output samples per input.
-        self.ratio = 1.0 - _clamp(self.drift + level + relax, self.max_dev)
+        self.ratio = 1.0 - _clamp(self.drift + level + relax + drain, self.max_dev)
         self._drift_avg += min(1.0, dt / 10.0) * (self.drift - self._drift_avg)
         return self.ratio
 
-    def _watch_stalls(self, level: float, dt: float, now_s: float) -> None:
-        """The integral waits ``integrate_after_s`` after a second whose mean level was more
-        than ``stall_ms`` above the set-point: with the packets on time the level jumps up
-        like that only when the device lost time (it stalled and played silence), and the
-        integral took the minutes of error until the level term had played that out for a
-        clock (+137 ppm in 18 minutes of a soak on a loaded machine)."""
-        assert self.setpoint is not None
-        self._second_sum += level * dt
+    def _watch_stalls(self, level: float, queued: float, dt: float, now_s: float) -> None:
+        """Find the device losing time, and play out what piled up meanwhile.
+
+        With the packets on time, a second's mean level rises over the seconds before it
+        only when the device stopped taking audio for a while (it stalled and played
+        silence, or our thread was not scheduled): the audio that came in meanwhile waits,
+        and unless it is played out, everything after it is that much later. A rise of more
+        than :attr:`stall` (and :attr:`stall_factor` times the largest move of the last
+        minute's means) is one: its whole frames are dropped at once (the listener heard
+        the device's gap already; holding them would delay all that follows) and the rest,
+        under a frame, is played out at the largest correction (2 ms a second), back to
+        where the level was. The integral waits ``integrate_after_s`` after each (it would
+        take the tail for a clock)."""
+        self._second_sum += (level + queued) * dt
+        self._second_level += level * dt
         self._second_time += dt
         if self._second_time < 1.0:
             return
-        error = self._second_sum / self._second_time - self.setpoint
-        self._second_sum = self._second_time = 0.0
-        if error > self.stall:
-            self._integrate_from = max(self._integrate_from, now_s + self.integrate_after_s)
+        mean = self._second_sum / self._second_time
+        level_mean = self._second_level / self._second_time
+        self._second_sum = self._second_level = self._second_time = 0.0
+        if self._drain_to is not None:
+            excess = mean - self._drain_to
+            if excess > self.stall / 2 and now_s < self._drain_until:
+                self._drop_frames(excess)
+                return
+            if excess > self.stall / 2:
+                logger.debug("drift: %.1f ms of a stall not played out; left to the level term",
+                             1000 * excess / self.rate)
+                self._seconds.clear()  # where the level is now is the new baseline
+            self._drain_to = None
+            self.depth = level_mean  # the smoothed level took the stall in: start it anew
+            return
+        seconds = self._seconds
+        if len(seconds) >= 10:
+            recent = list(seconds)
+            baseline = statistics.median(recent[-10:])
+            moves = max(abs(b - a) for a, b in itertools.pairwise(recent))
+            rise = mean - baseline
+            if rise > max(self.stall, self.stall_factor * moves):
+                self.stalls += 1
+                self._drain_to = baseline
+                # Under a frame at the largest correction, twice over (the level may be held
+                # where it is by what this does not see, e.g. a sink that lost time again).
+                self._drain_until = now_s + 2.0 + 2 * self._frame / (self.max_dev * self.rate)
+                self._integrate_from = max(self._integrate_from,
+                                           now_s + self.integrate_after_s)
+                logger.debug("drift: the device lost %.1f ms (or more): playing it out",
+                             1000 * rise / self.rate)
+                self._drop_frames(rise)
+                return
+        seconds.append(mean)
+
+    def _drop_frames(self, excess: float) -> None:
+        if self._frame:
+            self._drop = int(excess // self._frame * self._frame)
+
+    def take_drop(self) -> int:
+        """Samples (whole frames) the jitter buffer is to drop before the next read: audio
+        that piled up while the device lost time. The receiver calls it before each pop."""
+        drop, self._drop = self._drop, 0
+        self._dropping += drop
+        return drop
 
     def _observe(self, depth: float, dt: float) -> None:
         self._frame = float(dt * self.rate)
@@ -530,6 +621,7 @@ class DriftController:
             # again from what the reads show.
             self.depth = None
             if self.setpoint is not None:
+                self._forget_seconds()
                 return
         elif self.depth is not None:
             self.depth += samples  # the level steps with the buffer
@@ -573,7 +665,15 @@ class DriftController:
         self._offset = None
         self._remeasure()
 
+    def _forget_seconds(self) -> None:
+        """The level stepped: the seconds before are no baseline for the stall watch."""
+        self._seconds.clear()
+        self._drain_to = None
+        self._drop = 0
+        self._second_sum = self._second_level = self._second_time = 0.0
+
     def _remeasure(self) -> None:
+        self._forget_seconds()
         self.setpoint = None
         self._measure_from = None
         self._sum = self._time = 0.0

@@ -243,7 +243,19 @@ class JitterBuffer:
             return
         self._excess_samples = 0
         end = self._entries[-1].timestamp + self._entries[-1].samples
-        new_start = end - keep
+        self._skip_to(end - keep)
+
+    def skip(self, samples: int) -> None:
+        """Drop ``samples`` of the oldest audio (whole packets), keeping at least a frame
+        buffered: what piled up while the device lost time (the drift controller asks)."""
+        if samples <= 0 or not self._playing or self._play_ts is None or not self._entries:
+            return
+        samples = min(samples, self.depth_samples - self._frame_samples)
+        if samples > 0:
+            self._skip_to(self._play_ts + samples)
+
+    def _skip_to(self, new_start: int) -> None:
+        assert self._play_ts is not None
         while self._entries and self._entries[0].timestamp < new_start:
             self._entries.pop(0)
         if self._entries:

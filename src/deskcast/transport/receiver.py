@@ -98,39 +98,45 @@ class DelayMeter:
         self.rate = rate
         self.window_s = window_s
         self._window: int | None = None
-        self._sum = 0.0
+        self._sum = self._sink_sum = 0.0
         self._samples = 0
-        self._last: tuple[int, float] | None = None
-        """(window, mean wait in seconds) of the last complete window."""
+        self._last: tuple[int, float, float] | None = None
+        """(window, mean wait, mean of it in the sink; seconds) of the last complete window."""
 
-    def add(self, now_s: float, offset_s: float | None, timestamp: int, samples: int) -> None:
-        """``samples`` from (extended) ``timestamp`` on were handed to the sink at ``now_s``;
-        ``offset_s``: the sender's clock minus ours for packets on time (None: not known)."""
+    def add(self, now_s: float, offset_s: float | None, timestamp: int, samples: int,
+            sink_s: float = 0.0) -> None:
+        """``samples`` from (extended) ``timestamp`` on were handed to the sink at ``now_s``,
+        which plays them ``sink_s`` later; ``offset_s``: the sender's clock minus ours for
+        packets on time (None: not known)."""
         if offset_s is None or samples <= 0:
             return
         self._roll(now_s)
-        wait = now_s + offset_s - timestamp / self.rate
+        wait = now_s + offset_s - timestamp / self.rate + sink_s
         self._sum += wait * samples
+        self._sink_sum += sink_s * samples
         self._samples += samples
 
     def _roll(self, now_s: float) -> int:
         window = math.floor(now_s / self.window_s)
         if self._window is not None and window != self._window and self._samples:
-            self._last = (self._window, self._sum / self._samples)
-            self._sum, self._samples = 0.0, 0
+            self._last = (self._window, self._sum / self._samples,
+                          self._sink_sum / self._samples)
+            self._sum, self._sink_sum, self._samples = 0.0, 0.0, 0
         self._window = window
         return window
 
-    def mean_ms(self, now_s: float) -> float | None:
-        """Mean wait over the samples of the last complete window (None when nothing played
-        in it: silence, rebuffering)."""
+    def mean_ms(self, now_s: float) -> tuple[float, float] | None:
+        """Mean wait over the samples of the last complete window and the part of it in the
+        sink, ms (None when nothing played in it: silence, rebuffering)."""
         window = self._roll(now_s)
         if self._last is None or self._last[0] != window - 1:
             return None
-        return 1000 * self._last[1]
+        return 1000 * self._last[1], 1000 * self._last[2]
 
     def reset(self) -> None:
-        self._window, self._sum, self._samples, self._last = None, 0.0, 0, None
+        self._window, self._last = None, None
+        self._sum = self._sink_sum = 0.0
+        self._samples = 0
 
 
 class _Stream:
@@ -206,7 +212,8 @@ class RtpReceiver(Source):
         self.drift = DriftController(fmt.rate) if drift else None
         self.resampler = AdaptiveResampler(fmt)
         self.output_latency_ms = 0.0
-        """What the sink adds (its device buffer), for the latency estimate."""
+        """What the sink adds (its device buffer), for the latency estimate, and for the
+        delay when the sink cannot tell what it has queued (:attr:`sink_queued_s`)."""
         self.sender_track = self.drift.sender if self.drift is not None else ClockTrack()
         """The sender's clock against ours (shared with the drift controller)."""
         self.delay = DelayMeter(fmt.rate)
@@ -455,13 +462,20 @@ class RtpReceiver(Source):
             depth = self.jitter.depth_samples if self.jitter.playing else None
             target = self.jitter.target_samples
             skipped = self.jitter.stats.skipped_samples
+            if self.drift is not None:
+                self.jitter.skip(self.drift.take_drop())
             frame = self.jitter.pop()
             skipped = self.jitter.stats.skipped_samples - skipped
             decoder = self.decoder
+            # What the sink still has queued ahead of this frame (when it can tell): the
+            # frame is heard that much later.
+            queued_s = self.sink_queued_s
             # Under the lock: the network thread feeds the controller the sender's clock.
-            ratio = self._steer(frame, depth, target, skipped, now)
+            ratio = self._steer(frame, depth=depth, target=target, skipped=skipped, now=now,
+                                queued_s=queued_s)
             if frame is not None and not frame.expand:
-                self.delay.add(now, self.sender_track.offset_s, frame.timestamp, frame.samples)
+                self.delay.add(now, self.sender_track.offset_s, frame.timestamp, frame.samples,
+                               self.output_latency_ms / 1000 if queued_s is None else queued_s)
         samples = frame.samples if frame is not None else (self.jitter.frame_samples or
                                                            self.block_frames)
         if self.pacer is not None:
@@ -493,15 +507,17 @@ class RtpReceiver(Source):
         gain = np.clip(1.0 - (n - hold) / fade, 0.0, 1.0)
         return PcmBlock.from_float(block.as_float() * gain[:, None], self.fmt, block.pts)
 
-    def _steer(self, frame: Frame | None, depth: int | None, target: int, skipped: int,
-               now: float) -> float:
+    def _steer(self, frame: Frame | None, *, depth: int | None, target: int, skipped: int,
+               now: float, queued_s: float | None) -> float:
         """The drift controller's ratio for this frame; the jitter buffer's own steps
         (expanding, dropping a backlog, restarting after silence) make it measure its
         set-point again."""
         if self.drift is None:
             return 1.0
         return self.drift.steer(frame, depth=depth, target_samples=target,
-                                skipped_samples=skipped, now_s=now)
+                                skipped_samples=skipped, now_s=now,
+                                queued_samples=None if queued_s is None
+                                else queued_s * self.fmt.rate)
 
     def _decode(self, decoder: OpusDecoder, frame: Frame) -> bytes:
         want = frame.samples * self.fmt.frame_bytes
@@ -540,6 +556,7 @@ class RtpReceiver(Source):
             "late": js.late,
             "duplicates": js.duplicates,
             "underruns": js.underruns,
+            "device_stalls": 0 if self.drift is None else self.drift.stalls,
             "expanded_ms": 1000 * js.expanded_samples / self.fmt.rate,
             "skipped_ms": 1000 * js.skipped_samples / self.fmt.rate,
             "jitter_ms": jb.jitter_ms,
@@ -552,7 +569,8 @@ class RtpReceiver(Source):
             "fec_recovered": self.stats.fec_recovered,
             "drift_ppm": 0.0 if self.drift is None else round(self.drift.drift_ppm, 1),
             "latency_ms": 1000 * jb.depth_samples / self.fmt.rate + self.output_latency_ms,
-            "delay_ms": None if delay is None else round(delay + self.output_latency_ms, 2),
+            "delay_ms": None if delay is None else round(delay[0], 2),
+            "sink_ms": None if delay is None else round(delay[1], 2),
         }
 
     def close(self) -> None:
