@@ -103,9 +103,3 @@ def _error(err: Exception, device: str, role: str, capture: bool) -> Exception:
     return DeviceError(f"cannot open ALSA device {device!r} for {role}: {text}")
 
 
-def close_quietly(pcm: Any, name: str) -> None:
-    """Close a PCM whose device may be gone already."""
-    try:
-        pcm.close()
-    except Exception as err:  # alsaaudio.ALSAAudioError from a vanished device
-        logger.debug("closing the failed %s: %s", name, err)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from deskcast.capture.base import Pacer
 from deskcast.errors import DeskcastError
@@ -86,6 +87,21 @@ class Reconnector:
                            self.clock() - self.lost_at, resumed)
         self.lost_at = None
         self._retry_s = RETRY_FIRST_S
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
+def close_quietly(stream: Closable | None, name: str) -> None:
+    """Close a device stream whose device or sound server may be gone already (a pasimple
+    stream, an alsaaudio PCM): a failure to close a lost stream is no news."""
+    if stream is None:
+        return
+    try:
+        stream.close()
+    except Exception as err:  # PaSimpleError, ALSAAudioError: the device is gone
+        logger.debug("closing the failed stream of %s: %s", name, err)
 
 
 class RealTimeStandIn:

@@ -14,12 +14,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from deskcast.alsa import close_quietly, open_pcm
+from deskcast.alsa import open_pcm
 from deskcast.capture.base import Pacer, Source
 from deskcast.endpoints import Endpoint
 from deskcast.errors import DeviceError
 from deskcast.media import AudioFormat, PcmBlock, Reblocker
-from deskcast.reconnect import RealTimeStandIn, Reconnector
+from deskcast.reconnect import RealTimeStandIn, Reconnector, close_quietly
 
 logger = logging.getLogger(__name__)
 

@@ -40,7 +40,7 @@ from deskcast import soundserver
 from deskcast.capture.base import Pacer, Source
 from deskcast.endpoints import Endpoint
 from deskcast.media import AudioFormat, PcmBlock, SampleFormat
-from deskcast.reconnect import RealTimeStandIn, Reconnector
+from deskcast.reconnect import RealTimeStandIn, Reconnector, close_quietly
 
 logger = logging.getLogger(__name__)
 
@@ -239,13 +239,6 @@ class LoopThreads:
                              tid, param.sched_priority)
 
 
-def close_stream(stream: pasimple.PaSimple | None, name: str) -> None:
-    """Close a (possibly failed) stream, quietly."""
-    if stream is not None:
-        try:
-            stream.close()
-        except pasimple.PaSimpleError as err:
-            logger.debug("closing the failed stream of %s: %s", name, err)
 
 
 def lost_reason(err: Exception) -> str:
@@ -336,7 +329,7 @@ class PulseSource(Source):
 
     def _drop_stream(self) -> None:
         stream, self._stream = self._stream, None
-        close_stream(stream, self.name)
+        close_quietly(stream, self.name)
 
     def close(self) -> None:
         self.keeper.stop_watch()

@@ -31,13 +31,12 @@ from deskcast.capture.pulse import (
     PA_FORMATS,
     LoopThreads,
     StreamKeeper,
-    close_stream,
     lost_reason,
 )
 from deskcast.endpoints import Endpoint
 from deskcast.media import AudioFormat, PcmBlock
 from deskcast.playback.base import Sink
-from deskcast.reconnect import RealTimeStandIn
+from deskcast.reconnect import RealTimeStandIn, close_quietly
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +153,7 @@ class PulseSink(Sink):
 
     def _drop_stream(self) -> None:
         stream, self._stream = self._stream, None
-        close_stream(stream, self.name)
+        close_quietly(stream, self.name)
 
     def close(self) -> None:
         self.keeper.stop_watch()
