@@ -8,6 +8,7 @@ The scripts put the repository root and ``tests/`` on ``sys.path`` before import
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
 import hashlib
@@ -179,6 +180,13 @@ def free_port_pair() -> int:
 # --------------------------------------------------------------------------- #
 # the sound server and the pipelines under test
 # --------------------------------------------------------------------------- #
+
+
+def add_server_priority(parser: argparse.ArgumentParser) -> None:
+    """``--server-priority``: how the private PulseAudio runs its I/O threads."""
+    parser.add_argument("--server-priority", choices=("realtime", "normal"), default="realtime",
+                        help="PulseAudio's I/O threads: real-time (default, as a desktop's "
+                        "PulseAudio gets from rtkit) or normal (like the test suite's server)")
 
 
 class BenchServer:

@@ -43,6 +43,7 @@ from bench.common import (  # noqa: E402
     Procs,
     Progress,
     TimedRecorder,
+    add_server_priority,
     block_levels_db,
     header,
     median,
@@ -286,6 +287,7 @@ def main() -> int:
                         help="comma-separated configurations to run instead (labels as "
                         "printed; trx defaults is always included): " + ", ".join(
                             c.label for c in CATALOG))
+    add_server_priority(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="also print every burst's delay and every gap, run by run")
@@ -307,9 +309,9 @@ def main() -> int:
     progress = Progress(args.quiet)
     results = {c.label: Result(c) for c in configs}
     signal = test_signal(args.events)
-    print(header("Latency: hub.monitor -> sender -> UDP 127.0.0.1 -> receiver -> out"),
-          flush=True)
-    with BenchServer() as bs:
+    print(header("Latency: hub.monitor -> sender -> UDP 127.0.0.1 -> receiver -> out "
+                 f"({args.server_priority} PulseAudio)"), flush=True)
+    with BenchServer(realtime=args.server_priority == "realtime") as bs:
         wav = write_wav(bs.workdir / "signal.wav", signal, RATE)
         setup = Setup(bs, signal, wav, args.events, args.warmup)
         for run in range(args.runs):

@@ -50,6 +50,7 @@ from bench.common import (  # noqa: E402
     MachineLoad,
     Procs,
     Progress,
+    add_server_priority,
     cpu_seconds,
     free_port_pair,
     header,
@@ -282,9 +283,7 @@ def main() -> int:
                         help="the sender's clock error in ppm (300; + is fast)")
     parser.add_argument("--signal", choices=("tone", "noise"), default="tone",
                         help="what is sent: a 1 kHz tone (default) or white noise, -12 dBFS")
-    parser.add_argument("--server-priority", choices=("realtime", "normal"), default="realtime",
-                        help="PulseAudio's I/O threads: real-time (default, as a desktop's "
-                        "PulseAudio gets from rtkit) or normal (like the test suite's server)")
+    add_server_priority(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     args = parser.parse_args()
     if args.quick:
