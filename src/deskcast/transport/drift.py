@@ -14,12 +14,17 @@ wound its integral up to the limit whenever the jitter buffer's own steps pinned
   readings (delays only ever make a packet look late) over up to ten minutes: the sender's
   rate against our system clock, to a ppm or two within seconds. It does not depend on what
   the controller does, so nothing the jitter buffer does can wind it up.
-* **Integral, slow.** Our sink's own clock against the system clock (a sound card is off by
-  tens of ppm; PulseAudio's null sink took audio ~100 ppm faster than ``CLOCK_MONOTONIC`` in
-  the soak's traces) shows only as a slow creep of the level; an integral learns it over
-  minutes. It is clamped, and it waits while the level is being measured, for two minutes
-  after a step or a stall of the device, while the level is being returned to where it
-  settled, and whenever the error is larger than a clock could make it.
+* **The sink's rate, feed-forward too.** Our sink's own clock against the system clock (a
+  sound card is off by tens of ppm; PulseAudio's null sink took audio ~100 ppm faster than
+  ``CLOCK_MONOTONIC`` in the soak's traces) is read the same way when the sink tells what it
+  has queued: what it was handed minus that is what it has played, a reading of its clock
+  at each read (:meth:`DriftController.sink_clock`). Before, it showed only as a slow creep
+  of the level that the integral learnt over many minutes, the delay creeping meanwhile.
+* **Integral, slow.** What is left (and a sink that cannot tell) shows only as a slow creep
+  of the level; an integral learns it over minutes. It is clamped, and it waits while the
+  level is being measured, for two minutes after a step or a stall of the device, while
+  the level is being returned to where it settled, and whenever the error is larger than
+  a clock could make it.
 * **Level, proportional.** A small term pulls the level back to its set-point. The level is
   how far the sender's clock, mapped onto ours by the same envelope, is ahead of the frame
   being read (:meth:`DriftController.level`), averaged over ten seconds of reads. Not the
@@ -290,9 +295,13 @@ class DriftController:
         late again soon: keep the margin for a while; with a late burst every 20 s, 10 s here
         ran the buffer dry at every third burst in simulation)."""
         self.sender = ClockTrack()
+        self.sink = ClockTrack()
+        """Our sink's clock against the system clock, read from what it has played (what it
+        was handed minus what it reports queued) when it can tell (:meth:`sink_clock`)."""
         self.feed_forward = 0.0
-        """The sender's clock against the system clock, as :attr:`sender` measured it; kept
-        through a restart of the stream until the new one is measured."""
+        """The sender's clock against our sink's, as :attr:`sender` and :attr:`sink` measured
+        them; kept through a restart of the stream until the new one is measured."""
+        self._sink_reported = False
         self.integral = 0.0
         self.error_s = 0.0
         """Level minus the set-point, in seconds."""
@@ -320,8 +329,9 @@ class DriftController:
         self._seconds: deque[float] = deque(maxlen=stall_history_s)
         """The mean level of each of the last seconds that had no stall or step."""
         self._drain_to: float | None = None
-        self._drain_until = 0.0
         """While audio a stall piled up is being played out fast: the level to return to."""
+        self._drain_until = 0.0
+        """... and when to give up (the level is held up by something this does not see)."""
         self._drop = 0
         """Whole frames of it to drop, for :meth:`take_drop`."""
         self._dropping = 0
@@ -365,6 +375,11 @@ class DriftController:
         return None if hold is None else hold + self._frame
 
     @property
+    def sink_ppm(self) -> float | None:
+        """The sink's clock against the system clock (None: not known)."""
+        return None if self.sink.slope is None else self.sink.slope * 1e6
+
+    @property
     def drift_ppm(self) -> float:
         """:attr:`drift` in ppm, averaged over about ten seconds."""
         return self._drift_avg * 1e6
@@ -378,6 +393,11 @@ class DriftController:
             # leaves room for the latest of them.
             late = (envelope - (timestamp / self.rate - arrival_s)) * self.rate
             self._latest_late = max(self._latest_late, late)
+
+    def sink_clock(self, now_s: float, played_samples: float) -> None:
+        """At ``now_s`` the sink has played ``played_samples`` of what it was handed (what
+        was written minus what it reports queued)."""
+        self.sink.add(now_s, played_samples / self.rate)
 
     def steer(self, frame: Frame | None, *, depth: int | None, target_samples: int,
               skipped_samples: int, now_s: float, queued_samples: float | None = None
@@ -447,20 +467,20 @@ class DriftController:
         dt = played_samples / self.rate
         relax = level = drain = 0.0
         self._observe(depth, dt)
+        # What the listener hears of this frame: the level plus what the sink has queued
+        # ahead of it. Where the audio waits, here or in the sink, moves with the sink's
+        # bursts (a frame's worth, against a sink with a period of its own); the sum moves
+        # only when the device loses time.
+        self._watch_stalls(depth, queued_samples or 0.0, dt, now_s)
+        if self._drain_to is not None:
+            # What a stall of the device piled up (beyond whole frames, dropped): played out
+            # as fast as we may; the level term waits (its smoothed level has the stall in
+            # it), and so does the integral.
+            drain = self.max_dev
         if self.depth is not None and \
                 self._settled(depth, played_samples, now_s, target_samples):
             assert self.setpoint is not None
-            # What the listener hears of this frame: the level plus what the sink has queued
-            # ahead of it. Where the audio waits, here or in the sink, moves with the sink's
-            # bursts (a frame's worth, against a sink with a period of its own); the sum
-            # moves only when the device loses time.
-            self._watch_stalls(depth, queued_samples or 0.0, dt, now_s)
-            if self._drain_to is not None:
-                # What a stall of the device piled up (beyond whole frames, dropped): played
-                # out as fast as we may; the level term waits (its smoothed level has the
-                # stall in it), and so does the integral.
-                drain = self.max_dev
-            elif target_samples is not None and self._offset is not None:
+            if not drain and target_samples is not None and self._offset is not None:
                 self._target = target_samples
                 self._since_step += dt
                 above = self.setpoint - (target_samples + self._offset)
@@ -525,7 +545,9 @@ class DriftController:
             baseline = statistics.median(recent[-10:])
             moves = max(abs(b - a) for a, b in itertools.pairwise(recent))
             rise = mean - baseline
-            if rise > max(self.stall, self.stall_factor * moves):
+            threshold = max(self.stall, self.stall_factor * moves)
+            # A jump, not a ramp (a drift not yet measured moves the level steadily).
+            if rise > threshold and mean - recent[-1] > threshold / 2:
                 self.stalls += 1
                 self._drain_to = baseline
                 # Under a frame at the largest correction, twice over (the level may be held
@@ -561,7 +583,13 @@ class DriftController:
         slope = self.sender.slope
         if slope is None:
             return
-        self.feed_forward = _clamp(slope, self.max_dev)
+        sink = self.sink.slope
+        if sink is not None and not self._sink_reported:
+            self._sink_reported = True
+            logger.info("sink's clock measured: %+.0f ppm against the system clock",
+                        sink * 1e6)
+        # Both against the system clock: the sender's against the sink's is their ratio.
+        self.feed_forward = _clamp((1 + slope) / (1 + (sink or 0.0)) - 1, self.max_dev)
         if not self._reported:
             self._reported = True
             logger.info("sender's clock measured: %+.0f ppm against ours", slope * 1e6)

@@ -468,8 +468,10 @@ class RtpReceiver(Source):
             skipped = self.jitter.stats.skipped_samples - skipped
             decoder = self.decoder
             # What the sink still has queued ahead of this frame (when it can tell): the
-            # frame is heard that much later.
+            # frame is heard that much later, and what it has played tells its clock.
             queued_s = self.sink_queued_s
+            if queued_s is not None and self.drift is not None:
+                self.drift.sink_clock(now, self._pts - queued_s * self.fmt.rate)
             # Under the lock: the network thread feeds the controller the sender's clock.
             ratio = self._steer(frame, depth=depth, target=target, skipped=skipped, now=now,
                                 queued_s=queued_s)
@@ -568,6 +570,8 @@ class RtpReceiver(Source):
             "decode_errors": self.stats.decode_errors,
             "fec_recovered": self.stats.fec_recovered,
             "drift_ppm": 0.0 if self.drift is None else round(self.drift.drift_ppm, 1),
+            "sink_ppm": None if self.drift is None or self.drift.sink_ppm is None
+            else round(self.drift.sink_ppm, 1),
             "latency_ms": 1000 * jb.depth_samples / self.fmt.rate + self.output_latency_ms,
             "delay_ms": None if delay is None else round(delay[0], 2),
             "sink_ms": None if delay is None else round(delay[1], 2),
