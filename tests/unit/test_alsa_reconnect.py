@@ -30,6 +30,8 @@ class FakePcm:
     opened: ClassVar[list[FakePcm]] = []
     refuse = 0
     """Opens still to fail (the device is not back yet)."""
+    buffer_size = 0
+    """The buffer the device grants (0: it does not say)."""
 
     def __init__(self, **kwargs: object) -> None:
         if FakePcm.refuse:
@@ -39,10 +41,17 @@ class FakePcm:
         self.closed = False
         self.fill = len(FakePcm.opened) + 1
         self.written: list[bytes] = []
+        self.free = 0
         FakePcm.opened.append(self)
 
     def info(self) -> dict[str, int]:
-        return {"rate": FMT.rate, "channels": FMT.channels}
+        info = {"rate": FMT.rate, "channels": FMT.channels}
+        if FakePcm.buffer_size:
+            info["buffer_size"] = FakePcm.buffer_size
+        return info
+
+    def avail(self) -> int:
+        return self.free
 
     def read(self) -> tuple[int, bytes]:
         if self.dead:
@@ -69,6 +78,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     fake = FakeClock()
     FakePcm.opened = []
     FakePcm.refuse = 0
+    FakePcm.buffer_size = 0
     monkeypatch.setattr(alsaaudio, "PCM", FakePcm)
     for module in (alsa_source, alsa_sink):
         monkeypatch.setattr(module, "Pacer",
@@ -130,3 +140,26 @@ def test_alsa_without_reconnect_fails_as_before(clock: FakeClock) -> None:
     FakePcm.refuse = 1  # a device that cannot be opened at the start is still an error
     with pytest.raises(EndpointError, match="no ALSA playback device 'hw:9'"):
         alsa_sink.AlsaSink(parse("alsa:hw:9", Direction.SINK), FMT, BLOCK).open()
+
+
+def test_alsa_sink_waits_for_room_and_tells_what_it_holds(clock: FakeClock) -> None:
+    """The pull model on plain ALSA, as on pulse: before the receiver takes a frame, sleep
+    until the device's buffer (what it granted) has room for a block, at most 3/4 of a block,
+    and say what it still holds then; nothing while the device is lost or in an xrun."""
+    sink = alsa_sink.AlsaSink(parse("alsa:pulse:out", Direction.SINK), FMT, BLOCK,
+                              buffer_ms=40.0)
+    slept: list[float] = []
+    sink.sleep = slept.append
+    FakePcm.buffer_size = 4 * BLOCK                       # granted 40 ms, as asked
+    with sink:
+        pcm = FakePcm.opened[0]
+        queued = []
+        for free in (4 * BLOCK, 2 * BLOCK, BLOCK, BLOCK // 2, 0, -32):
+            pcm.free = free
+            queued.append(sink.wait_for_room())
+        # room for a 10 ms block: holds at most 30 ms; sleeps at most 7.5 ms
+        assert slept == pytest.approx([0.005, 0.0075])
+        assert queued == pytest.approx([0.0, 0.02, 0.03, 0.03, 0.0325, None])
+        pcm.dead = True
+        sink.write(PcmBlock(bytes(BLOCK_BYTES), FMT, 0))   # lost
+        assert sink.wait_for_room() is None

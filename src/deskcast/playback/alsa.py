@@ -12,6 +12,8 @@ backoff (:mod:`deskcast.reconnect`); one more line says when it is back.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 from deskcast.alsa import open_pcm
@@ -19,7 +21,7 @@ from deskcast.capture.base import Pacer
 from deskcast.endpoints import Endpoint
 from deskcast.errors import DeviceError
 from deskcast.media import AudioFormat, PcmBlock
-from deskcast.playback.base import Sink
+from deskcast.playback.base import MAX_WAIT_BLOCKS, Sink
 from deskcast.reconnect import RealTimeStandIn, Reconnector, close_quietly
 
 logger = logging.getLogger(__name__)
@@ -38,6 +40,8 @@ class AlsaSink(Sink):
         self.keeper = Reconnector(self.name, "dropping audio")
         self._pcm: Any = None
         self._dropping = RealTimeStandIn(fmt.rate, Pacer)
+        self._buffer_frames = self.periods * block_frames
+        self.sleep: Callable[[float], None] = time.sleep
 
     @property
     def name(self) -> str:
@@ -50,6 +54,33 @@ class AlsaSink(Sink):
     def _connect(self) -> None:
         self._pcm = open_pcm(self.device, self.fmt, self.block_frames, self.periods,
                              capture=False)
+        # What the device granted, if it says (an ALSA buffer is often not what was asked).
+        size = self._pcm.info().get("buffer_size")
+        if isinstance(size, int) and size > 0:
+            self._buffer_frames = size
+
+    def wait_for_room(self) -> float | None:
+        """Sleep until the device's buffer has room for a block (what it holds, its buffer
+        minus what is free, leaves one) and return what it holds then, in seconds; at most
+        ``MAX_WAIT_BLOCKS`` of a block. None while lost or in an xrun (write() sees to
+        those). The receiver then takes each frame as late as the device allows, as with
+        ``pulse:`` (see :mod:`deskcast.playback.pulse`)."""
+        pcm = self._pcm
+        if pcm is None:
+            return None
+        try:
+            free = int(pcm.avail())
+        except Exception:  # alsaaudio.ALSAAudioError: the device is gone; write() finds out
+            return None
+        if free < 0:
+            return None
+        queued = float(max(0, self._buffer_frames - free))
+        wait = min(queued - (self._buffer_frames - self.block_frames),
+                   MAX_WAIT_BLOCKS * self.block_frames)
+        if wait > 0:
+            self.sleep(wait / self.fmt.rate)
+            queued -= wait
+        return queued / self.fmt.rate
 
     def write(self, block: PcmBlock) -> None:
         if self._pcm is None and self.keeper.reopen(self._connect, "playing again"):

@@ -9,6 +9,10 @@ from typing import Self
 from deskcast.endpoints import Endpoint
 from deskcast.media import AudioFormat, PcmBlock
 
+MAX_WAIT_BLOCKS = 0.75
+""":meth:`Sink.wait_for_room` sleeps at most this share of a block: a device that reported a
+queue longer than it is could otherwise make us slower than real time."""
+
 
 class SinkClosedError(Exception):
     """The consumer went away (e.g. a closed stdout pipe): stop feeding this sink."""

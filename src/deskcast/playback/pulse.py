@@ -35,15 +35,10 @@ from deskcast.capture.pulse import (
 )
 from deskcast.endpoints import Endpoint
 from deskcast.media import AudioFormat, PcmBlock
-from deskcast.playback.base import Sink
+from deskcast.playback.base import MAX_WAIT_BLOCKS, Sink
 from deskcast.reconnect import RealTimeStandIn, close_quietly
 
 logger = logging.getLogger(__name__)
-
-MAX_WAIT_BLOCKS = 0.75
-""":meth:`PulseSink.wait_for_room` sleeps at most this share of a block: a server that
-reported a queue longer than it is could otherwise make us slower than real time."""
-
 
 class PulseSink(Sink):
     clocked = True
