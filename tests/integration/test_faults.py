@@ -587,10 +587,10 @@ def test_sound_server_frozen_for_a_moment(own_server: RestartableServer, cli: Cl
     loaded machine a server without real-time priority misses its deadlines like this): the
     sink loses that time and the audio that came in meanwhile piles up in the receiver. It
     does not keep it as delay: whole frames of it are dropped at once, the rest played out at
-    2 permille, and **12 s after each freeze the receiver's part of the delay is within 5 ms
-    of where it was** (the whole was 15 ms and more above it just after; what the server holds
-    may grow by itself: PulseAudio raises a sink's latency after an underrun); each stall is
-    counted, and the tone plays on at its pitch."""
+    2 permille, and **7-12 s after each freeze the receiver's part of the delay is within 5
+    ms of where it was** (median; the whole was 15 ms and more above it just after; what the
+    server holds may grow by itself: PulseAudio raises a sink's latency after an underrun);
+    each stall is counted, and the tone plays on at its pitch."""
     srv = own_server
     port = free_port_pair()
     stats = tmp_path / "rx.json"
@@ -614,10 +614,11 @@ def test_sound_server_frozen_for_a_moment(own_server: RestartableServer, cli: Cl
             after_records = read_stats(stats)[seen:]
             after = delays(after_records)
             peak = max(after)
-            settled = float(np.median(after[-2:]))
-            settled_ours = float(np.median(delays(after_records, ours=True)[-2:]))
+            # The last 5 s (a median: a loaded machine's server may stall again meanwhile).
+            settled = float(np.median(after[-5:]))
+            settled_ours = float(np.median(delays(after_records, ours=True)[-5:]))
             measured.append(f"{1000 * freeze_s:.0f} ms: delay {before:.1f} -> peak {peak:.1f} "
-                            f"-> {settled:.1f} ms 10-12 s after "
+                            f"-> {settled:.1f} ms 7-12 s after "
                             f"({' '.join(f'{d:.0f}' for d in after)}); the receiver's part "
                             f"{before_ours:.1f} -> {settled_ours:.1f} ms; stalls "
                             f"{after_records[-1].get('device_stalls')}, skipped "
