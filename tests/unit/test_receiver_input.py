@@ -206,3 +206,25 @@ def test_delay_is_each_samples_wait_from_its_packets_arrival_to_the_sink() -> No
             rx.sink_queued_s = 0.025
             rx.read()
     assert rx.status_fields()["delay_ms"] == pytest.approx(30.0 + 25.0, abs=0.01)
+
+
+def test_arrival_is_when_the_kernel_received_the_datagram_not_when_it_was_read() -> None:
+    """A network thread that gets the CPU late must not see jitter the network never had."""
+    import socket
+    import time
+
+    from deskcast.transport.receiver import _STAMP_SPACE, SO_TIMESTAMPNS, arrival_time
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        rx.bind(("127.0.0.1", 0))
+        rx.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        sent = time.monotonic()
+        tx.sendto(b"x", rx.getsockname())
+        time.sleep(0.15)  # the reader is late
+        _, ancdata, _, _ = rx.recvmsg(64, _STAMP_SPACE)
+        arrival = arrival_time(ancdata, time.monotonic())
+    assert sent <= arrival + 0.005 and arrival - sent < 0.05
+    # No stamp, or one from a wall clock that was set meanwhile: when it was read.
+    assert arrival_time([], 12.0) == 12.0
+    assert arrival_time(ancdata, 12.0, wall=lambda: 0.0) == 12.0
