@@ -117,11 +117,13 @@ def simulate(ppm: float, seconds: float, *, sink_ppm: float = 0.0, seed: int = 1
                 written += pending
                 pending = pending_in = 0.0
             jb.hold_samples = ctl.hold_samples   # as the receiver does before each pop
+            jb.catch_up_paused = ctl.dropping_stall
             depth = jb.depth_samples if jb.playing else None
             target = jb.target_samples
             depths.append(jb.depth_samples)
             dry, skipped = jb.stats.underruns, jb.stats.skipped_samples
             jb.skip(ctl.take_drop())
+            trim = ctl.take_trim()       # cut from the frame, as the receiver does
             if sink_tells:
                 ctl.sink_clock(t, played)
             frame = jb.pop()
@@ -135,7 +137,7 @@ def simulate(ppm: float, seconds: float, *, sink_ppm: float = 0.0, seed: int = 1
             if not compensate:
                 ratio = 1.0
             run.max_correction_ppm = max(run.max_correction_ppm, abs(1 - ratio) * 1e6)
-            pending_in = frame.samples if frame is not None else PACKET
+            pending_in = frame.samples - trim if frame is not None else PACKET
             carry += pending_in * ratio
             pending = float(int(carry))
             carry -= pending
@@ -220,14 +222,14 @@ def test_an_hour_with_late_bursts_and_a_stall_at_300_ppm() -> None:
 def test_time_the_device_loses_is_played_out_within_seconds(ppm: float) -> None:
     """Our thread stalls 70 ms and the device runs dry for tens of ms (on a loaded machine,
     a sound server not scheduled in time does the same): the audio that piled up meanwhile
-    is dropped in whole frames and the rest played out at the largest correction, so the
-    listener's delay is back where it was within seconds, not minutes, and nothing runs
-    dry for it."""
+    is dropped at once (whole frames from the jitter buffer, the rest cut from a frame), so
+    the listener's delay is back where it was within three seconds, and nothing runs dry
+    for it."""
     run = simulate(ppm, 400.0, stall_at=(300.0,), stall_s=0.07)
     assert run.stalls == 1
     before = statistics.mean(run.total_ms[250:300])
     assert statistics.mean(run.total_ms[300:302]) > before + 20.0       # it did lose time
-    assert abs(statistics.mean(run.total_ms[312:320]) - before) < 4.0
+    assert abs(statistics.mean(run.total_ms[303:306]) - before) < 3.0
     assert abs(statistics.mean(run.total_ms[350:400]) - before) < 4.0
     assert not [t for t in run.dry_at if t > 250]
     assert max(abs(d - run.truth_ppm) for d in run.drift_ppm[SETTLE_S:]) < 30.0
@@ -414,7 +416,11 @@ class Reads:
                 self.ctl.sender_clock(self.sent * PACKET, (self.sent + 1) * PACKET / RATE)
                 self.sent += 1
             for _ in range(self.burst):
-                self.position += skipped
+                # What the controller drops after a stall, as the receiver does: whole
+                # frames (reported as skipped) and the rest cut from the frame.
+                drop = self.ctl.take_drop()
+                skipped += drop
+                self.position += skipped + self.ctl.take_trim()
                 level = self.ctl.level(self.position, self.now)
                 assert level is not None
                 self.levels.append(level)
@@ -481,9 +487,8 @@ def test_a_stall_while_the_set_point_is_measured_is_not_held() -> None:
 
 
 def test_a_stall_of_the_device_does_not_push_the_integral() -> None:
-    """The device stalls 30 ms: the level term plays that out over minutes, and the
-    integral, which took the error for a clock (35 ppm from this one stall before), waits
-    until only the last few ms are left."""
+    """The device stalls 30 ms: what piled up is dropped, and the integral, which took the
+    error for a clock (35 ppm from this one stall before), is not pushed by it."""
     ctl = DriftController(RATE)
     reads = Reads(ctl, 40.0, follow=True)
     reads.run(200.0)                             # settled, the integral running

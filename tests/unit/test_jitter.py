@@ -141,6 +141,28 @@ def test_latency_does_not_creep_after_a_burst() -> None:
     assert jb.stats.skipped_samples > RATE
 
 
+def test_a_backlog_is_left_to_the_drift_controller_while_it_drops_a_stall() -> None:
+    """While the drift controller drops what a device stall piled up (it sees the sink's
+    queue too) the buffer drops nothing of it; a second after it is done, the buffer
+    drops what is still too much."""
+    jb = JitterBuffer(RATE, target_ms=40, adaptive=False)
+    for i in range(2):
+        jb.put(*packet(i), F, 0.0)
+    assert jb.pop() is not None
+    for i in range(2, 300):                       # six seconds arrive at once
+        jb.put(*packet(i), F, 0.05)
+    jb.catch_up_paused = True
+    for _ in range(100):                          # two seconds: far past the one second
+        assert jb.pop() is not None
+    assert jb.stats.skipped_samples == 0
+    jb.catch_up_paused = False
+    played = 0
+    while jb.stats.skipped_samples == 0 and played < 100:
+        assert jb.pop() is not None
+        played += 1
+    assert 49 <= played <= 52
+
+
 @pytest.mark.parametrize("jitter_ms", [0.0, 10.0, 30.0])
 def test_adaptive_target_follows_measured_jitter(jitter_ms: float) -> None:
     rng = random.Random(7)

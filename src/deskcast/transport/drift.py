@@ -329,11 +329,13 @@ class DriftController:
         self._seconds: deque[float] = deque(maxlen=stall_history_s)
         """The mean level of each of the last seconds that had no stall or step."""
         self._drain_to: float | None = None
-        """While audio a stall piled up is being played out fast: the level to return to."""
+        """While audio a stall piled up is being dropped: the level to return to."""
         self._drain_until = 0.0
         """... and when to give up (the level is held up by something this does not see)."""
         self._drop = 0
         """Whole frames of it to drop, for :meth:`take_drop`."""
+        self._trim = 0
+        """... and the rest, under a frame, to cut from the next frame, for :meth:`take_trim`."""
         self._dropping = 0
         """Taken by the receiver, not yet seen dropped."""
         self.stalls = 0
@@ -373,6 +375,12 @@ class DriftController:
         hold = self.setpoint if self.setpoint is not None else self._last_setpoint
         # The depth counts the newest packet whole, up to a frame more than the level.
         return None if hold is None else hold + self._frame
+
+    @property
+    def dropping_stall(self) -> bool:
+        """Whether what a stall of the device piled up is being dropped (for a second or
+        three after it): the jitter buffer leaves the backlog to this."""
+        return self._drain_to is not None
 
     @property
     def sink_ppm(self) -> float | None:
@@ -465,18 +473,16 @@ class DriftController:
         self._update_feed_forward()
         self._now = now_s
         dt = played_samples / self.rate
-        relax = level = drain = 0.0
+        relax = level = 0.0
         self._observe(depth, dt)
         # What the listener hears of this frame: the level plus what the sink has queued
         # ahead of it. Where the audio waits, here or in the sink, moves with the sink's
         # bursts (a frame's worth, against a sink with a period of its own); the sum moves
         # only when the device loses time.
         self._watch_stalls(depth, queued_samples or 0.0, dt, now_s)
-        if self._drain_to is not None:
-            # What a stall of the device piled up (beyond whole frames, dropped): played out
-            # as fast as we may; the level term waits (its smoothed level has the stall in
-            # it), and so does the integral.
-            drain = self.max_dev
+        # While what a stall of the device piled up is being dropped, the level term waits
+        # (its smoothed level has the stall in it), and so does the integral.
+        drain = self._drain_to is not None
         if self.depth is not None and \
                 self._settled(depth, played_samples, now_s, target_samples):
             assert self.setpoint is not None
@@ -502,7 +508,7 @@ class DriftController:
                 self.integral = _clamp(self.integral + self.ki * self.error_s * dt,
                                        self.max_integral)
         # Too much buffered -> consume input faster -> fewer output samples per input.
-        self.ratio = 1.0 - _clamp(self.drift + level + relax + drain, self.max_dev)
+        self.ratio = 1.0 - _clamp(self.drift + level + relax, self.max_dev)
         self._drift_avg += min(1.0, dt / 10.0) * (self.drift - self._drift_avg)
         return self.ratio
 
@@ -514,11 +520,14 @@ class DriftController:
         silence, or our thread was not scheduled): the audio that came in meanwhile waits,
         and unless it is played out, everything after it is that much later. A rise of more
         than :attr:`stall` (and :attr:`stall_factor` times the largest move of the last
-        minute's means) is one: its whole frames are dropped at once (the listener heard
-        the device's gap already; holding them would delay all that follows) and the rest,
-        under a frame, is played out at the largest correction (2 ms a second), back to
-        where the level was. The integral waits ``integrate_after_s`` after each (it would
-        take the tail for a clock)."""
+        minute's means) is one: what piled up is dropped at once, whole frames from the
+        jitter buffer and the rest cut from the next frame (the listener heard the device's
+        gap already; holding it would delay all that follows, and playing it out at the
+        largest correction, 2 ms a second, takes up to 10 s for a frame's worth). A second's
+        mean may have caught only part of the stall: the next seconds' excess is dropped
+        too, until what is left is under half of :attr:`stall` (a mean's noise). The
+        integral waits ``integrate_after_s`` after each (it would take the tail for a
+        clock)."""
         self._second_sum += (level + queued) * dt
         self._second_level += level * dt
         self._second_time += dt
@@ -530,10 +539,11 @@ class DriftController:
         if self._drain_to is not None:
             excess = mean - self._drain_to
             if excess > self.stall / 2 and now_s < self._drain_until:
+                logger.debug("drift: %.1f ms more of the stall to drop", 1000 * excess / self.rate)
                 self._drop_frames(excess)
                 return
             if excess > self.stall / 2:
-                logger.debug("drift: %.1f ms of a stall not played out; left to the level term",
+                logger.debug("drift: %.1f ms of a stall not dropped; left to the level term",
                              1000 * excess / self.rate)
                 self._seconds.clear()  # where the level is now is the new baseline
             self._drain_to = None
@@ -550,9 +560,9 @@ class DriftController:
             if rise > threshold and mean - recent[-1] > threshold / 2:
                 self.stalls += 1
                 self._drain_to = baseline
-                # Under a frame at the largest correction, twice over (the level may be held
-                # where it is by what this does not see, e.g. a sink that lost time again).
-                self._drain_until = now_s + 2.0 + 2 * self._frame / (self.max_dev * self.rate)
+                # Three seconds' means (the level may be held where it is by what this does
+                # not see, e.g. a sink that keeps losing time).
+                self._drain_until = now_s + 3.0
                 self._integrate_from = max(self._integrate_from,
                                            now_s + self.integrate_after_s)
                 logger.debug("drift: the device lost %.1f ms (or more): playing it out",
@@ -564,6 +574,7 @@ class DriftController:
     def _drop_frames(self, excess: float) -> None:
         if self._frame:
             self._drop = int(excess // self._frame * self._frame)
+            self._trim = int(excess - self._drop)
 
     def take_drop(self) -> int:
         """Samples (whole frames) the jitter buffer is to drop before the next read: audio
@@ -571,6 +582,12 @@ class DriftController:
         drop, self._drop = self._drop, 0
         self._dropping += drop
         return drop
+
+    def take_trim(self) -> int:
+        """Samples (under a frame) to cut from the start of the next frame decoded: the rest
+        of what piled up while the device lost time."""
+        trim, self._trim = self._trim, 0
+        return trim
 
     def _observe(self, depth: float, dt: float) -> None:
         self._frame = float(dt * self.rate)
@@ -697,7 +714,7 @@ class DriftController:
         """The level stepped: the seconds before are no baseline for the stall watch."""
         self._seconds.clear()
         self._drain_to = None
-        self._drop = 0
+        self._drop = self._trim = 0
         self._second_sum = self._second_level = self._second_time = 0.0
 
     def _remeasure(self) -> None:

@@ -83,6 +83,10 @@ class JitterBuffer:
         self._transit: deque[float] = deque(maxlen=window)
         self._excess_samples = 0
         self.catch_up_after_s = 1.0
+        self.catch_up_paused = False
+        """A drift controller is dropping what a stall of the device piled up (it sees what
+        the sink has queued too, which took part of the loss): the backlog is its to drop,
+        and dropping it here as well runs the buffer dry."""
         """How long more than ``target + slack`` may stay buffered before the excess is
         dropped (a burst after a network stall; steady drift is the resampler's job)."""
         self._jitter_samples = 0.0
@@ -232,6 +236,9 @@ class JitterBuffer:
         # Two frames (40 ms at the default 20 ms frames; 10 ms at 5 ms frames, where the
         # user asked for low latency), at least 10 ms.
         slack = max(2 * self._frame_samples, self.rate // 100)
+        if self.catch_up_paused:
+            self._excess_samples = 0
+            return
         keep = self.target_samples
         if self.hold_samples is not None:
             keep = max(keep, min(round(self.hold_samples), self.target_samples + slack))

@@ -465,12 +465,15 @@ class RtpReceiver(Source):
         with self._lock:
             if self.drift is not None:
                 self.jitter.hold_samples = self.drift.hold_samples
+                self.jitter.catch_up_paused = self.drift.dropping_stall
             # Depth before the pop: the target counts the frame about to be played too.
             depth = self.jitter.depth_samples if self.jitter.playing else None
             target = self.jitter.target_samples
             skipped = self.jitter.stats.skipped_samples
+            trim = 0
             if self.drift is not None:
                 self.jitter.skip(self.drift.take_drop())
+                trim = self.drift.take_trim()
             frame = self.jitter.pop()
             skipped = self.jitter.stats.skipped_samples - skipped
             decoder = self.decoder
@@ -497,6 +500,8 @@ class RtpReceiver(Source):
                 block = self._fade_expansion(block)
             else:
                 self._expanded = 0
+            if 0 < trim < block.frames:  # the rest of what a stall piled up
+                block = PcmBlock(block.data[trim * self.fmt.frame_bytes:], self.fmt, self._pts)
             if self.drift is not None:
                 block = self.resampler.process(block, ratio)
         self._pts += block.frames
