@@ -295,9 +295,15 @@ class DriftController:
         late again soon: keep the margin for a while; with a late burst every 20 s, 10 s here
         ran the buffer dry at every third burst in simulation)."""
         self.sender = ClockTrack()
-        self.sink = ClockTrack()
+        self.sink = ClockTrack(min_span_s=120.0, max_se_ppm=10.0)
         """Our sink's clock against the system clock, read from what it has played (what it
-        was handed minus what it reports queued) when it can tell (:meth:`sink_clock`)."""
+        was handed minus what it reports queued) when it can tell (:meth:`sink_clock`).
+        Over two minutes at least, and only once its error is small: what a sound server
+        reports queued is not a clock reading, and over half a minute it has wandered by
+        6 ms (a soak read -191 ppm off a null sink that runs +100; the feed-forward that
+        far off holds the level 11 ms away from its set-point until the integral learns
+        it). Until then the sink is taken to run at the system clock, as before it was
+        measured at all."""
         self.feed_forward = 0.0
         """The sender's clock against our sink's, as :attr:`sender` and :attr:`sink` measured
         them; kept through a restart of the stream until the new one is measured."""
