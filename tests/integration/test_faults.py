@@ -223,11 +223,7 @@ NET_CASES = {
     "bursts6-10": NetCase(Impairment(burst_loss=0.02, burst_length=(6, 10)), 150),
     "jitter5": NetCase(Impairment(jitter_ms=5.0), 10),
     "jitter20": NetCase(Impairment(jitter_ms=20.0), 10),
-    # The jitter buffer measures jitter over its first 8 packets before it
-    # deepens; a packet reordered by 50 ms jitter in that learning phase is
-    # concealed at the starting 20 ms target and then arrives late: one or two
-    # such packets in 150 are 0.7-1.3 %, hence the wider allowance.
-    "jitter50": NetCase(Impairment(jitter_ms=50.0), 10, 2.0),
+    "jitter50": NetCase(Impairment(jitter_ms=50.0), 10),
     "reorder10": NetCase(Impairment(reorder=0.10), 10),
     "duplicate20": NetCase(Impairment(duplicate=0.20), 10),
 }

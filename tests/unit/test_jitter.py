@@ -176,6 +176,113 @@ def test_adaptive_target_follows_measured_jitter(jitter_ms: float) -> None:
     assert target_ms == pytest.approx(max(10.0, jitter_ms * 0.95 + 20), abs=4.0)
 
 
+def play_in_real_time(jb: JitterBuffer, arrivals: list[tuple[float, int]], phase: float,
+                      until: float) -> list[Frame]:
+    """Pops once per frame at ``phase + k * 20 ms``, after putting what arrived by then."""
+    arrivals = sorted(arrivals)
+    played: list[Frame] = []
+    t, k = phase, 0
+    while t < until:
+        while k < len(arrivals) and arrivals[k][0] <= t:
+            jb.put(*packet(arrivals[k][1]), F, arrivals[k][0])
+            k += 1
+        frame = jb.pop()
+        if frame is not None:
+            played.append(frame)
+        t += (frame.samples if frame is not None else F) / RATE
+    return played
+
+
+def test_a_packet_reordered_among_the_first_is_waited_for_not_concealed() -> None:
+    """Packet 1 comes 15 ms late (the buffer runs dry for a frame), then packet 3 overtakes
+    packet 2, which comes 35 ms late: three packets in, the jitter seen so far already says
+    packet 2 may still come, so it is waited for (one more frame of delay), not concealed
+    and then dropped as late."""
+    late = {1: 0.015, 2: 0.035}
+    arrivals = [(i * 0.02 + late.get(i, 0.0), i) for i in range(20)]
+    jb = JitterBuffer(RATE, target_ms=20, min_ms=10, max_ms=200)
+    played = play_in_real_time(jb, arrivals, 0.001, 0.6)
+    assert jb.stats.concealed_samples == 0 and jb.stats.late == 0
+    assert [f.timestamp // F for f in played if not f.expand] == list(range(20))
+    assert jb.stats.expanded_samples == 2 * F
+
+
+def test_the_target_rises_with_the_first_packets() -> None:
+    """The second packet 30 ms later than the first: the target is a frame and 30 ms at
+    once (it used to wait for eight packets), and it is not lowered below where it started
+    until eight were measured."""
+    jb = JitterBuffer(RATE, target_ms=40, min_ms=10, max_ms=200)
+    jb.put(*packet(0), F, 0.0)
+    assert jb.target_samples == 2 * F
+    jb.put(*packet(1), F, 0.05)
+    assert jb.target_samples == pytest.approx(F + 0.03 * RATE, abs=2)
+    assert jb.jitter_ms == pytest.approx(30.0, abs=0.1)
+    jb = JitterBuffer(RATE, target_ms=40, min_ms=10, max_ms=200)
+    for i in range(7):
+        jb.put(*packet(i), F, i * 0.02)
+    assert jb.target_samples == 2 * F             # no jitter yet: still the start
+    jb.put(*packet(7), F, 0.14)
+    assert jb.target_samples == F                 # eight measured: a frame
+
+
+@pytest.mark.parametrize("seed", [1, 3, 4])
+def test_50_ms_of_jitter_is_absorbed_from_the_first_packets(seed: int) -> None:
+    """Uniform 0-50 ms of jitter (packets reordered all the time) after a first packet on
+    time, read at every phase of the frame: at most one packet in 150 is concealed (one
+    later than all measured before it: the first few cannot tell how late the next may
+    be), where a buffer that never waited at a gap, and learnt nothing from the first
+    eight packets, concealed up to six."""
+    rng = random.Random(seed)
+    arrivals = [(i * 0.02 + (rng.uniform(0, 0.05) if i else 0.0), i) for i in range(150)]
+    for phase_ms in range(20):
+        jb = JitterBuffer(RATE, target_ms=20, min_ms=5, max_ms=250)
+        played = play_in_real_time(jb, arrivals, phase_ms / 1000 + 0.0003, 3.4)
+        assert jb.stats.concealed_samples <= F and jb.stats.late * F == jb.stats.concealed_samples
+        stamps = [f.timestamp // F for f in played if f.payload is not None]
+        assert stamps == sorted(set(stamps)) and len(stamps) == 150 - jb.stats.late
+
+
+def test_a_lost_packet_is_concealed_once_later_than_the_jitter_allows() -> None:
+    """A packet that never comes, in a stream with 10 ms of jitter: waited for at most
+    until it is later than any packet measured, then concealed; a buffer already that far
+    behind conceals the next loss at once."""
+    rng = random.Random(5)
+    arrivals = [(i * 0.02 + rng.uniform(0, 0.01), i) for i in range(100) if i not in (40, 70)]
+    jb = JitterBuffer(RATE, target_ms=20, min_ms=10, max_ms=200)
+    played = play_in_real_time(jb, arrivals, 0.001, 2.2)
+    assert [f.timestamp // F for f in played if f.payload is None and not f.expand] == [40, 70]
+    assert jb.stats.concealed_samples == 2 * F and jb.stats.late == 0
+    assert jb.stats.expanded_samples <= 2 * F
+
+
+def test_a_clean_stream_keeps_a_target_of_about_a_frame_from_the_start() -> None:
+    """~1 ms of jitter: the target stays a frame and a ms or two all along, and nothing is
+    waited for or concealed."""
+    rng = random.Random(11)
+    jb = JitterBuffer(RATE, target_ms=20, min_ms=5, max_ms=250)
+    targets = []
+    for i in range(60):
+        jb.put(*packet(i), F, i * 0.02 + rng.uniform(0, 0.001))
+        targets.append(jb.target_samples)
+        frame = jb.pop()
+        assert frame is not None and frame.payload is not None and not frame.expand
+    assert all(F <= t <= F + round(0.002 * RATE) for t in targets)
+    assert jb.stats.concealed_samples == jb.stats.expanded_samples == 0
+
+
+def test_a_loss_in_a_clean_stream_is_concealed_at_once() -> None:
+    """Without jitter there is nothing to wait for: a lost packet, with the one after it
+    here, is concealed at its turn and the delay does not grow (from the first packets
+    on)."""
+    for lost in (2, 30):
+        jb = JitterBuffer(RATE, target_ms=20, min_ms=5, max_ms=250)
+        # Two frames buffered when playing starts: the next packet is always here.
+        arrivals = [(i * 0.02 - 0.02 + 0.0005 * (i % 2), i) for i in range(50) if i != lost]
+        played = play_in_real_time(jb, arrivals, 0.001, 1.0)
+        assert [f.timestamp // F for f in played if f.payload is None] == [lost]
+        assert jb.stats.expanded_samples == 0 and jb.stats.concealed_samples == F
+
+
 def test_simulated_network_with_loss_jitter_and_reorder_plays_in_order() -> None:
     """A seeded 5% loss + 30 ms jitter network, played out in real time."""
     rng = random.Random(3)

@@ -12,7 +12,11 @@ Pure logic (no sockets, no clocks): arrival times are passed in, and the playout
   *without* consuming (an "expand"), so the late packet still plays next and the buffer has
   grown by exactly what the network needed. Only after ``max_expand`` of continuous
   expansion (the sender stopped) does it fall silent and rebuffer to the target.
-* Adapts ``target`` to the measured delay variation between ``min`` and ``max``.
+* Adapts ``target`` to the measured delay variation between ``min`` and ``max``; from the
+  first packets on, it only raises it until ``LEARN_PACKETS`` have been measured.
+* Waits for a missing packet (expands) while the measured jitter says it may still come, and
+  conceals it only once it is later than that: a packet that jitter reordered plays late
+  rather than being lost, even before the buffer has grown to the target.
 * Never lets latency creep: when more than ``target + slack`` is buffered it drops the
   oldest audio to get back to the target (drift correction by resampling keeps this rare).
 """
@@ -25,6 +29,11 @@ from collections import deque
 from dataclasses import dataclass, field
 
 logger = logging.getLogger(__name__)
+
+LEARN_PACKETS = 8
+"""Transit times measured before the target may also go down. Until then the spread seen
+is a poor lower bound on the jitter: the next packet falls outside the range of ``n`` with
+probability 2 / (n + 1)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +99,10 @@ class JitterBuffer:
         """How long more than ``target + slack`` may stay buffered before the excess is
         dropped (a burst after a network stall; steady drift is the resampler's job)."""
         self._jitter_samples = 0.0
+        self._last_arrival = 0.0
+        self._popped_since = 0
+        """Audio handed out since the last packet arrived: ``pop`` is called at the sink's
+        pace, so this is the time since then (the buffer has no clock of its own)."""
         self.max_expand_samples = rate // 5
         """Continuous expansion beyond this (200 ms: far more than any jitter we follow)
         means the sender stopped: fall silent and rebuffer."""
@@ -127,7 +140,18 @@ class JitterBuffer:
     def _observe(self, timestamp: int, arrival: float) -> None:
         """Delay variation: spread of (arrival - send time) over the recent window."""
         self._transit.append(arrival - timestamp / self.rate)
-        if not self.adaptive or len(self._transit) < 8:
+        self._last_arrival = arrival
+        self._popped_since = 0
+        if not self.adaptive:
+            return
+        if len(self._transit) < LEARN_PACKETS:
+            # Too few to lower the target below where it started, but a spread already seen
+            # is jitter there is: the target (and the stats) follow it at once.
+            spread = (max(self._transit) - min(self._transit)) * self.rate
+            raised = int(min(self.max_samples, spread + self._frame_samples))
+            if raised > self.target_samples:
+                self._jitter_samples = spread
+                self.target_samples = raised
             return
         ordered = sorted(self._transit)
         low = ordered[0]
@@ -167,6 +191,12 @@ class JitterBuffer:
 
     def pop(self) -> Frame | None:
         """The next frame to play, or None while (re)buffering."""
+        frame = self._next_frame()
+        if frame is not None:
+            self._popped_since += frame.samples
+        return frame
+
+    def _next_frame(self) -> Frame | None:
         if not self._playing:
             if not self._entries or self.depth_samples < self.target_samples:
                 return None
@@ -194,6 +224,10 @@ class JitterBuffer:
             self._play_ts = head.timestamp + head.samples
             self.stats.played += 1
             return Frame(head.timestamp, head.samples, head.payload)
+        if self._may_still_come():
+            # Not lost yet, only later than the packets after it: wait for it (the buffer
+            # grows by a frame, as when it runs dry) rather than conceal it and then drop it.
+            return self._expand(self._frame_samples)
         gap = head.timestamp - self._play_ts
         missing = min(gap, self._frame_samples or gap)
         ts = self._play_ts
@@ -201,6 +235,24 @@ class JitterBuffer:
         self.stats.concealed_samples += missing
         nxt = head.payload if head.timestamp == self._play_ts else None
         return Frame(ts, missing, None, nxt)
+
+    def _may_still_come(self) -> bool:
+        """Whether the packet due now, missing while later ones are here, may still arrive:
+        had it come now, its transit would still be within the spread of the recent
+        packets' (twice that while fewer than ``LEARN_PACKETS`` were measured, a spread that
+        few packets show is too small). Not a threshold on the depth: a buffer already
+        playing that far behind the earliest packets conceals a loss at once, so waiting
+        only grows it towards what the jitter needs, not by a frame at every loss."""
+        assert self._play_ts is not None
+        if not self.adaptive or not self._transit or \
+                self._expanding >= self.max_expand_samples:
+            return False
+        now = self._last_arrival + self._popped_since / self.rate
+        low = min(self._transit)
+        spread = max(self._transit) - low
+        if len(self._transit) < LEARN_PACKETS:
+            spread *= 2
+        return now - self._play_ts / self.rate - low < spread
 
     def _run_dry(self) -> Frame | None:
         """Nothing to play: conceal without consuming, or after too long, rebuffer."""
@@ -278,5 +330,6 @@ class JitterBuffer:
         self._play_ts = None
         self._playing = False
         self._transit.clear()
+        self._popped_since = 0
         self._expanding = self._grow_samples = 0
         self._just_expanded = False
