@@ -12,6 +12,7 @@ calls it. An hour of it takes a few seconds.
 from __future__ import annotations
 
 import heapq
+import itertools
 import random
 import statistics
 from dataclasses import dataclass, field
@@ -167,11 +168,11 @@ def test_drift_is_followed_with_the_level_flat(ppm: float) -> None:
     assert max(abs(d - run.truth_ppm) for d in settled) < 30.0
     assert run.max_correction_ppm < MAX_PPM            # never pinned at the limit
     assert max(abs(d) for d in run.drift_ppm) < abs(run.truth_ppm) + 100.0
-    # At most once, the level the stream settled at turns out too low for the sink's bursts
-    # and the one-frame sawtooth: the buffer runs dry, the controller raises that level by a
-    # frame, and it never runs dry again.
+    # The network's delays have an exponential tail: later packets keep coming, and each
+    # that comes near running the buffer dry raises the level a little first; it never
+    # runs dry (before, the first of them did, and the level went up a frame at once).
     dry = [t for t in run.dry_at if t > 30]
-    assert len(dry) <= 1, dry
+    assert not dry
     assert not run.skipped_at
     assert run.device_underruns <= 1                  # the start, before the first write
     # Where the audio waits moves between the jitter buffer and the sink's buffer with the
@@ -179,11 +180,12 @@ def test_drift_is_followed_with_the_level_flat(ppm: float) -> None:
     assert run.stalls == 0
     # Whole frames read against the sink's clock make the depth at the reads a one-frame
     # sawtooth whose period is a frame over the drift (a minute at 300 ppm); the minute
-    # means and what the listener hears stay flat (from two minutes after the level was
-    # raised, if it was).
-    start = max([SETTLE_S] + [int(t) + 120 for t in dry])
-    assert spread(run.mean_over(run.depth_ms, 60, start_s=start)) < 5.0
-    assert spread(run.mean_over(run.total_ms, 10, start_s=start)) < 5.0
+    # means and what the listener hears stay within the soak's 10 ms, though the tail
+    # raises them by a few ms, never in a step.
+    assert spread(run.mean_over(run.depth_ms, 60)) < 8.0
+    total = run.mean_over(run.total_ms, 10)
+    assert spread(total) < 8.0
+    assert max(abs(b - a) for a, b in itertools.pairwise(total)) < 3.5
 
 
 def test_an_hour_with_late_bursts_and_a_stall_at_300_ppm() -> None:
@@ -449,14 +451,14 @@ def test_the_set_point_leaves_the_lowest_read_of_a_burst_room_for_the_jitter() -
     """A sink that takes three frames at once: the last of them finds the buffer 40 ms
     lower than the first. Held at where it settled, that lowest read would be 5 ms from
     running dry; the set-point is raised until it keeps the jitter buffer's allowance
-    (5 ms here) and a 2 ms guard."""
+    (5 ms here) and a guard of a quarter frame (5 ms)."""
     ctl = DriftController(RATE)
     reads = Reads(ctl, 45.0, burst=3)
     reads.run(30.0)
     levels = [1000 * v / RATE for v in reads.levels[-150:]]
     assert statistics.mean(levels) == pytest.approx(25.0) and min(levels) == pytest.approx(5.0)
     assert ctl.setpoint is not None
-    assert 1000 * ctl.setpoint / RATE == pytest.approx(20.0 + 5.0 + 2.0, abs=0.5)
+    assert 1000 * ctl.setpoint / RATE == pytest.approx(20.0 + 5.0 + 5.0, abs=0.5)
 
 
 def test_after_a_dropped_backlog_the_set_point_is_where_the_level_is() -> None:
@@ -514,3 +516,52 @@ def test_running_dry_for_a_frame_raises_the_level_for_good_a_late_burst_does_not
     reads.run(240.0)                             # the margin is kept 60 s, then played out
     kept = PACKET if frames == 1 else 0
     assert ctl.setpoint == pytest.approx(settled + kept, abs=0.1 * PACKET)
+
+
+def late_packet(ctl: DriftController, reads: Reads, late_ms: float) -> None:
+    """The newest packet comes again, ``late_ms`` after it was due (its first copy set the
+    envelope: a late packet never does)."""
+    k = reads.sent - 1
+    ctl.sender_clock(k * PACKET, (k + 1) * PACKET / RATE + late_ms / 1000)
+
+
+def test_a_packet_that_nearly_ran_the_buffer_dry_raises_the_level_before_one_does() -> None:
+    """Settled with 10 ms of level, a packet comes 8 ms late: in time, but within the guard
+    of running dry. The level goes up so that it keeps the guard over that packet, slowly
+    (the level term), and stays there: the next one as late finds room, where a dry run
+    would have concealed a frame and added all 20 ms to the delay at once."""
+    ctl = DriftController(RATE)
+    reads = Reads(ctl, 10.0, follow=True)
+    reads.run(40.0)
+    assert ctl.setpoint is not None
+    settled = ctl.setpoint
+    late_packet(ctl, reads, 8.0)
+    raised = 0.008 * RATE + ctl.guard
+    assert settled < raised
+    reads.run(20.0)
+    assert ctl.setpoint == pytest.approx(raised)
+    levels = [v / RATE * 1000 for v in reads.levels[-250:]]
+    assert statistics.mean(levels) == pytest.approx(1000 * raised / RATE, abs=0.5)
+    reads.run(240.0)                             # not played out a minute later
+    assert ctl.setpoint == pytest.approx(raised)
+    levels = [v / RATE * 1000 for v in reads.levels[-500:]]
+    assert statistics.mean(levels) == pytest.approx(1000 * raised / RATE, abs=0.5)
+    # ... up to a frame in all, as running dry raises it.
+    for _ in range(20):
+        late_packet(ctl, reads, 1000 * (ctl.setpoint + ctl._rise) / RATE - 0.5)
+    reads.run(60.0)
+    assert ctl.setpoint == pytest.approx(settled + ctl.max_raise)
+
+
+@pytest.mark.parametrize("late_ms", [3.0, 30.0])
+def test_a_packet_well_in_time_or_later_than_the_level_does_not_raise_it(
+        late_ms: float) -> None:
+    """3 ms late against 10 ms of level: room to spare. 30 ms late: later than the lowest
+    read (it ran the buffer dry, or came in a burst after a network stall): the jitter buffer
+    and the dry run deal with it, not this."""
+    ctl = DriftController(RATE)
+    reads = Reads(ctl, 10.0)
+    reads.run(40.0)
+    settled = ctl.setpoint
+    late_packet(ctl, reads, late_ms)
+    assert ctl.setpoint == settled
