@@ -207,22 +207,21 @@ def test_a_packet_reordered_among_the_first_is_waited_for_not_concealed() -> Non
     assert jb.stats.expanded_samples == 2 * F
 
 
-def test_the_target_rises_with_the_first_packets() -> None:
-    """The second packet 30 ms later than the first: the target is a frame and 30 ms at
-    once (it used to wait for eight packets), and it is not lowered below where it started
-    until eight were measured."""
-    jb = JitterBuffer(RATE, target_ms=40, min_ms=10, max_ms=200)
-    jb.put(*packet(0), F, 0.0)
-    assert jb.target_samples == 2 * F
-    jb.put(*packet(1), F, 0.05)
-    assert jb.target_samples == pytest.approx(F + 0.03 * RATE, abs=2)
-    assert jb.jitter_ms == pytest.approx(30.0, abs=0.1)
-    jb = JitterBuffer(RATE, target_ms=40, min_ms=10, max_ms=200)
-    for i in range(7):
-        jb.put(*packet(i), F, i * 0.02)
-    assert jb.target_samples == 2 * F             # no jitter yet: still the start
-    jb.put(*packet(7), F, 0.14)
-    assert jb.target_samples == F                 # eight measured: a frame
+def test_a_burst_of_first_packets_does_not_raise_the_target() -> None:
+    """The first four packets come together, 60 ms after the first was due (a sender's
+    start-up, or our thread late): the target stays where it started until eight were
+    measured (raised to that spread, the buffer was held 60 ms deep and the excess then
+    dropped as a backlog: audio lost in a CI run blasted with garbage), then it follows
+    the jitter there is."""
+    jb = JitterBuffer(RATE, target_ms=20, min_ms=5, max_ms=200)
+    for i in range(4):
+        jb.put(*packet(i), F, 0.08)
+    assert jb.target_samples == F
+    for i in range(4, 7):
+        jb.put(*packet(i), F, (i + 1) * 0.02)
+    assert jb.target_samples == F
+    jb.put(*packet(7), F, 0.16)
+    assert jb.target_samples > F                  # eight measured: the burst counts now
 
 
 @pytest.mark.parametrize("seed", [1, 3, 4])

@@ -12,8 +12,9 @@ Pure logic (no sockets, no clocks): arrival times are passed in, and the playout
   *without* consuming (an "expand"), so the late packet still plays next and the buffer has
   grown by exactly what the network needed. Only after ``max_expand`` of continuous
   expansion (the sender stopped) does it fall silent and rebuffer to the target.
-* Adapts ``target`` to the measured delay variation between ``min`` and ``max``; from the
-  first packets on, it only raises it until ``LEARN_PACKETS`` have been measured.
+* Adapts ``target`` to the measured delay variation between ``min`` and ``max`` once
+  ``LEARN_PACKETS`` have been measured (the first few often come in a burst, a sender's
+  start-up: a target raised to their spread was dropped again as a backlog, audio lost).
 * Waits for a missing packet (expands) while the measured jitter says it may still come, and
   conceals it only once it is later than that: a packet that jitter reordered plays late
   rather than being lost, even before the buffer has grown to the target.
@@ -31,9 +32,10 @@ from dataclasses import dataclass, field
 logger = logging.getLogger(__name__)
 
 LEARN_PACKETS = 8
-"""Transit times measured before the target may also go down. Until then the spread seen
-is a poor lower bound on the jitter: the next packet falls outside the range of ``n`` with
-probability 2 / (n + 1)."""
+"""Transit times measured before the target adapts. Until then the spread seen is a poor
+estimate of the jitter: too small (the next packet falls outside the range of ``n`` with
+probability 2 / (n + 1): waiting for a missing packet allows twice that spread), or far too
+large when the first packets came in a burst."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,13 +147,6 @@ class JitterBuffer:
         if not self.adaptive:
             return
         if len(self._transit) < LEARN_PACKETS:
-            # Too few to lower the target below where it started, but a spread already seen
-            # is jitter there is: the target (and the stats) follow it at once.
-            spread = (max(self._transit) - min(self._transit)) * self.rate
-            raised = int(min(self.max_samples, spread + self._frame_samples))
-            if raised > self.target_samples:
-                self._jitter_samples = spread
-                self.target_samples = raised
             return
         ordered = sorted(self._transit)
         low = ordered[0]
