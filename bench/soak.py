@@ -32,7 +32,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +67,7 @@ LATENCY_RANGE_MS = 10.0
 CPU_GROWTH = 0.20
 CPU_GROWTH_FLOOR_PCT = 0.5
 JUMP_MS = 4.0
+STEAL_MS = 10.0
 
 
 @dataclass
@@ -87,12 +90,62 @@ class Sample:
     jumps: int
     """Seconds whose delay rose more than ``JUMP_MS`` over the second before: the device lost
     time (it stalled and played silence) and the audio waiting piled up."""
+    stolen_ms: float = 0.0
+    """The longest time the hypervisor took the CPUs in the interval (see :class:`StealWatch`)."""
 
 
 @dataclass
 class Soak:
     samples: list[Sample] = field(default_factory=list)
     load: MachineLoad = field(default_factory=MachineLoad)
+
+
+class StealWatch:
+    """The hypervisor's steal time, read from /proc/stat every 20 ms in a thread: on a VM a
+    virtual CPU is sometimes not run for tens of ms, everything on it stops (the sender's
+    real-time thread included), and its packets come that much late. :meth:`take` returns
+    the longest such stretch since the last call (consecutive reads with steal, summed over
+    all CPUs, in ms; /proc/stat counts in 10 ms ticks)."""
+
+    PERIOD_S = 0.02
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._longest = self._run = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="steal-watch", daemon=True)
+
+    @staticmethod
+    def _read() -> int:
+        with open("/proc/stat") as fh:
+            values = fh.readline().split()[1:]
+        return int(values[7]) if len(values) > 7 else 0
+
+    def _watch(self) -> None:
+        last = self._read()
+        tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
+        while not self._stop.wait(self.PERIOD_S):
+            now = self._read()
+            with self._lock:
+                if now > last:
+                    self._run += (now - last) * tick_ms
+                    self._longest = max(self._longest, self._run)
+                else:
+                    self._run = 0.0
+            last = now
+
+    def __enter__(self) -> StealWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def take(self) -> float:
+        with self._lock:
+            longest, self._longest = self._longest, self._run
+        return longest
 
 
 class StatsTail:
@@ -123,7 +176,8 @@ def number(record: dict[str, object], key: str) -> float:
 
 def run(args: argparse.Namespace, progress: Progress) -> Soak:
     soak = Soak()
-    with BenchServer(realtime=args.server_priority == "realtime") as bs, Procs(bs.workdir) as procs:
+    with BenchServer(realtime=args.server_priority == "realtime") as bs, \
+            Procs(bs.workdir) as procs, StealWatch() as steal:
         port = free_port_pair()
         rx_stats = bs.workdir / "rx.json"
         source = f"{args.signal}{':1000' if args.signal == 'tone' else ''}?clock_ppm={args.ppm:g}"
@@ -147,6 +201,7 @@ def run(args: argparse.Namespace, progress: Progress) -> Soak:
             procs.check_alive()
             bs.check()
             soak.samples.append(sample(tx, rx, tail, last, t0))
+            soak.samples[-1].stolen_ms = steal.take()
             last = (time.monotonic(), cpu_seconds(tx.proc.pid), cpu_seconds(rx.proc.pid))
             s = soak.samples[-1]
             progress(f"{s.t_s:6.0f} s  rss {s.rss_tx_mb:.1f}/{s.rss_rx_mb:.1f} MB  cpu "
@@ -228,6 +283,16 @@ def verdict(samples: list[Sample], settle_s: float) -> tuple[bool, list[str]]:
     jumps = sum(s.jumps for s in settled)
     lines.append(f"info the device lost time {jumps} times (a second's delay "
                  f"> {JUMP_MS:g} ms above the one before)")
+    stolen = [s.stolen_ms for s in samples]
+    long_steals = sum(v >= STEAL_MS for v in stolen)
+    lines.append(f"info the hypervisor stopped the CPUs for >= {STEAL_MS:g} ms in {long_steals} "
+                 f"of {len(stolen)} intervals (longest {max(stolen, default=0):.0f} ms)")
+    prev = 0
+    for s in samples:
+        if s.underruns > prev:
+            lines.append(f"info ran dry in the interval to {s.t_s:.0f} s ({s.underruns - prev}x); "
+                         f"the longest steal in it: {s.stolen_ms:.0f} ms")
+        prev = s.underruns
     lat = [s.latency_ms for s in settled]
     lines.append(f"info latency estimate (not judged) {min(lat):.1f}-{max(lat):.1f} ms")
     third = max(1, len(settled) // 3)
@@ -246,10 +311,12 @@ def report(soak: Soak, args: argparse.Namespace) -> bool:
              f"{s.cpu_rx_pct:.1f}", f"{s.delay_ms:.1f}", f"{s.sink_ms:.1f}", f"{s.latency_ms:.1f}",
              f"{s.buffer_ms:.1f}",
              f"{s.drift_ppm:+.0f}", f"{s.concealed_pct:.2f}", f"{s.expanded_ms:.0f}",
-             f"{s.skipped_ms:.0f}", str(s.underruns), str(s.jumps)] for s in soak.samples]
+             f"{s.skipped_ms:.0f}", str(s.underruns), str(s.jumps), f"{s.stolen_ms:.0f}"]
+            for s in soak.samples]
     print(table(["t s", "tx MB", "rx MB", "tx cpu%", "rx cpu%", "delay ms", "sink ms", "latency ms",
                  "buffer ms",
-                 "drift ppm", "concealed%", "expanded ms", "skipped ms", "ran dry", "jumps"], rows))
+                 "drift ppm", "concealed%", "expanded ms", "skipped ms", "ran dry", "jumps",
+                 "stolen ms"], rows))
     print()
     flat, lines = verdict(soak.samples, args.settle)
     for line in lines:
@@ -264,8 +331,9 @@ def report(soak: Soak, args: argparse.Namespace) -> bool:
           "the sound server's buffer, as it reports it; latency = jitter buffer depth at one "
           "instant + the device buffer); drift, concealed, expanded, skipped and 'ran dry' are its "
           f"running values; jumps: seconds whose delay rose > {JUMP_MS:g} ms over the second "
-          f"before (the device lost time). Settling: the first {args.settle:g} s are left out "
-          "of the verdict.")
+          f"before (the device lost time); stolen: the longest time the hypervisor did not "
+          "run the CPUs in the interval (from /proc/stat's steal, every 20 ms). Settling: "
+          f"the first {args.settle:g} s are left out of the verdict.")
     summary = load_summary([soak.load])
     if summary:
         print(summary)
