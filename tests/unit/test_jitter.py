@@ -289,16 +289,7 @@ def test_simulated_network_with_loss_jitter_and_reorder_plays_in_order() -> None
     arrivals = sorted(
         (i * 0.02 + 0.005 + rng.uniform(0, 0.03), i) for i in range(1000) if rng.random() > 0.05
     )
-    played: list[Frame] = []
-    t, k = 0.0, 0
-    while t < 21.0:
-        while k < len(arrivals) and arrivals[k][0] <= t:
-            jb.put(*packet(arrivals[k][1]), F, arrivals[k][0])
-            k += 1
-        frame = jb.pop()
-        if frame is not None:
-            played.append(frame)
-        t += 0.02
+    played = play_in_real_time(jb, arrivals, 0.0, 21.0)
     stamps = [f.timestamp for f in played if not f.expand]
     assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
     lost = sum(f.samples for f in played if f.payload is None) / sum(f.samples for f in played)
