@@ -20,6 +20,10 @@ wound its integral up to the limit whenever the jitter buffer's own steps pinned
   has queued: what it was handed minus that is what it has played, a reading of its clock
   at each read (:meth:`DriftController.sink_clock`). Before, it showed only as a slow creep
   of the level that the integral learnt over many minutes, the delay creeping meanwhile.
+* **Both at once, end to end.** When the sink tells what it has queued, the level plus that
+  plus the input the corrections consumed is the delay the stream would have with no
+  correction: its slope is the sender's clock against the sink's, within a minute
+  (:attr:`DriftController.end_to_end`), and it replaces the two above once measured.
 * **Integral, slow.** What is left (and a sink that cannot tell) shows only as a slow creep
   of the level; an integral learns it over minutes. It is clamped, and it waits while the
   level is being measured, for two minutes after a step or a stall of the device, while
@@ -217,6 +221,38 @@ class ClockTrack:
             self.slope, self.slope_se = slope, se
 
 
+class LevelTrack(ClockTrack):
+    """A :class:`ClockTrack` whose bins are the mean of their readings, every one on the
+    line (no envelope, no outliers): for a quantity whose noise is symmetric. Its steps are
+    told with :meth:`break_segment`."""
+
+    def __init__(self, **kwargs: float) -> None:
+        super().__init__(**kwargs)
+        self._sum_t = self._sum_v = 0.0
+        self._n = 0
+
+    def add(self, now_s: float, reading_s: float) -> None:
+        b = math.floor(now_s / self.bin_s)
+        if self._bin is not None and b != self._bin and self._n:
+            self._bin_t, self._bin_v = self._sum_t / self._n, self._sum_v / self._n
+            self._close_bin(adjacent=b == self._bin + 1)
+            self._sum_t = self._sum_v = 0.0
+            self._n = 0
+        self._bin = b
+        self._sum_t += now_s
+        self._sum_v += reading_s - now_s
+        self._n += 1
+
+    def _accept(self, point: _Point) -> bool:
+        self._points.append(point)
+        return True
+
+    def break_segment(self) -> None:
+        super().break_segment()
+        self._sum_t = self._sum_v = 0.0
+        self._n = 0
+
+
 class DriftController:
     """Resampling ratio (output/input) that holds the jitter buffer's level.
 
@@ -307,9 +343,25 @@ class DriftController:
         far off holds the level 11 ms away from its set-point until the integral learns
         it). Until then the sink is taken to run at the system clock, as before it was
         measured at all."""
+        self.end_to_end = LevelTrack(min_span_s=30.0, max_se_ppm=10.0)
+        """The sender's clock against our sink's, read where they meet, when the sink tells
+        what it has queued: the level, plus what the sink has queued (the two move against
+        each other with its bursts), plus the input the corrections consumed beyond what
+        the sink played, is what the delay would be with no correction, and it grows by the
+        drift between the two clocks, whatever each runs at against the system clock.
+        Means of a second, a line through ten minutes of them; each step of the level (a
+        dry run, a dropped backlog, time the device lost) starts a new segment. Before, the
+        sink's own clock, read from what it reported queued alone, came after minutes when
+        it came at all, and meanwhile the level sat ms under its set-point (a soak: 3.5 ms
+        in 70 s, a null sink 100 ppm off the system clock, then a dry run; the integral took
+        15 minutes to learn it)."""
+        self._extra = 0.0
+        """Input the corrections consumed beyond what the sink played, in samples."""
+        self._e2e_reported = False
         self.feed_forward = 0.0
-        """The sender's clock against our sink's, as :attr:`sender` and :attr:`sink` measured
-        them; kept through a restart of the stream until the new one is measured."""
+        """The sender's clock against our sink's: :attr:`end_to_end` once it is measured,
+        before that as :attr:`sender` and :attr:`sink` measured them; kept through a restart
+        of the stream until the new one is measured."""
         self._sink_reported = False
         self.integral = 0.0
         self.error_s = 0.0
@@ -497,7 +549,12 @@ class DriftController:
             # No envelope yet: the depth, which was read before the pop; what the pop
             # dropped is not there any more.
             level = max(0, depth - skipped_samples)
-        return self.update(level, frame.samples, now_s, target_samples, queued_samples)
+        elif queued_samples is not None:
+            self.end_to_end.add(
+                now_s, now_s + (level + queued_samples + self._extra) / self.rate)
+        ratio = self.update(level, frame.samples, now_s, target_samples, queued_samples)
+        self._extra += (1.0 - ratio) * frame.samples
+        return ratio
 
     def level(self, timestamp: int, now_s: float) -> float | None:
         """How far ahead of the frame at ``timestamp`` the sender is at ``now_s``, in
@@ -635,6 +692,7 @@ class DriftController:
         seconds.append(mean)
 
     def _drop_frames(self, excess: float) -> None:
+        self.end_to_end.break_segment()   # what the device lost, then what is dropped
         if self._frame:
             self._drop = int(excess // self._frame * self._frame)
             self._trim = int(excess - self._drop)
@@ -660,6 +718,14 @@ class DriftController:
         self.depth += min(1.0, dt / self.smoothing_s) * (depth - self.depth)
 
     def _update_feed_forward(self) -> None:
+        e2e = self.end_to_end.slope
+        if e2e is not None:
+            if not self._e2e_reported:
+                self._e2e_reported = True
+                logger.info("sender's clock measured against our sink's: %+.0f ppm", e2e * 1e6)
+                self.integral = 0.0  # what it learnt is in this measurement already
+            self.feed_forward = _clamp(e2e, self.max_dev)
+            return
         slope = self.sender.slope
         if slope is None:
             return
@@ -727,6 +793,7 @@ class DriftController:
         after a backlog dropped while there was one: the jitter buffer dropped back to it
         (:attr:`hold_samples`), and measured again each time, it crept up by whatever the
         next stall piled up while it was being measured."""
+        self.end_to_end.break_segment()   # a step, not the clocks
         if samples < 0:
             # A dropped backlog: the smoothed level had taken in only part of it; start it
             # again from what the reads show.
@@ -769,8 +836,11 @@ class DriftController:
         measure the level again; the learnt drift stays applied until it is measured anew."""
         if new_sender:
             self.sender.clear()
+            self.end_to_end.clear()
+            self._e2e_reported = False
         else:
             self.sender.break_segment()
+            self.end_to_end.break_segment()
         self.ratio = 1.0 - self.drift
         self.depth = None
         self._offset = None
