@@ -478,7 +478,8 @@ class MachineLoad:
         self.steal: float = math.nan
 
     @staticmethod
-    def _read() -> tuple[int, int, int]:
+    def read_proc_stat() -> tuple[int, int, int]:
+        """(total, idle, steal) of all CPUs so far, in clock ticks."""
         with open("/proc/stat") as fh:
             values = [int(v) for v in fh.readline().split()[1:]]
         idle = values[3] + (values[4] if len(values) > 4 else 0)
@@ -486,13 +487,13 @@ class MachineLoad:
         return sum(values[:8]), idle, steal
 
     def start(self) -> MachineLoad:
-        self._start = self._read()
+        self._start = self.read_proc_stat()
         return self
 
     def stop(self) -> float:
         if self._start is None:
             return math.nan
-        total, idle, steal = self._read()
+        total, idle, steal = self.read_proc_stat()
         t0, i0, s0 = self._start
         span = max(1, total - t0)
         self.busy = 1.0 - (idle - i0) / span

@@ -115,17 +115,11 @@ class StealWatch:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="steal-watch", daemon=True)
 
-    @staticmethod
-    def _read() -> int:
-        with open("/proc/stat") as fh:
-            values = fh.readline().split()[1:]
-        return int(values[7]) if len(values) > 7 else 0
-
     def _watch(self) -> None:
-        last = self._read()
+        last = MachineLoad.read_proc_stat()[2]
         tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
         while not self._stop.wait(self.PERIOD_S):
-            now = self._read()
+            now = MachineLoad.read_proc_stat()[2]
             with self._lock:
                 if now > last:
                     self._run += (now - last) * tick_ms

@@ -415,10 +415,10 @@ class DriftController:
         self._first_offset = 0.0
         self._target = 0.0
         self._spread = 0.0
-        self._rise = 0.0
-        """What the set-point is still to be raised by, at ``relax_ppm`` (:meth:`_near_miss`)."""
         """How far the lowest read was below the mean when the level was last measured
         (a sink that takes several frames at once reads the top and the bottom of a burst)."""
+        self._rise = 0.0
+        """What the set-point is still to be raised by, at ``relax_ppm`` (:meth:`_near_miss`)."""
         self._now: float | None = None
         self._measure_from: float | None = None
         self._sum = self._time = 0.0
@@ -595,26 +595,8 @@ class DriftController:
         if self.depth is not None and \
                 self._settled(depth, played_samples, now_s, target_samples):
             assert self.setpoint is not None
-            if not drain and target_samples is not None:
-                self._target = target_samples
-            if not drain and self._rise > 0:
-                # Raised for a packet that came near running dry (:meth:`_near_miss`):
-                # consuming relax_ppm slower adds exactly this much, and the set-point
-                # follows, the level error untouched (nothing for the integral to take).
-                step = min(self._rise, self.relax_ppm / 1e6 * played_samples)
-                relax = -step / played_samples
-                self.setpoint += step
-                self._rise -= step
-                if self._last_setpoint is not None:
-                    self._last_setpoint = max(self._last_setpoint, self.setpoint)
-            elif not drain and target_samples is not None and self._offset is not None:
-                self._since_step += dt
-                above = self.setpoint - (target_samples + self._offset)
-                if above > 0.002 * self.rate and self._since_step >= self.relax_after_s:
-                    # Consuming relax_ppm faster drains exactly this much: the set-point
-                    # follows, so the level error is untouched.
-                    relax = self.relax_ppm / 1e6
-                    self.setpoint -= relax * played_samples
+            if not drain:
+                relax = self._move_setpoint(played_samples, target_samples)
             self.error_s = (self.depth - self.setpoint) / self.rate
             if not drain:
                 level = _clamp(self.kp * self.error_s, self.max_level)
@@ -631,6 +613,34 @@ class DriftController:
         self.ratio = 1.0 - _clamp(self.drift + level + relax, self.max_dev)
         self._drift_avg += min(1.0, dt / 10.0) * (self.drift - self._drift_avg)
         return self.ratio
+
+    def _move_setpoint(self, played_samples: int, target_samples: float | None) -> float:
+        """Raise the set-point towards where a near miss asked for, or play out what steps
+        added above where the stream settled; the extra correction that does it (ratio
+        units, negative: consume slower), the set-point moving with the level so that the
+        level error is untouched (nothing for the integral to take)."""
+        assert self.setpoint is not None
+        if target_samples is not None:
+            self._target = target_samples
+        if self._rise > 0:
+            # Raised for a packet that came near running dry (:meth:`_near_miss`):
+            # consuming relax_ppm slower adds exactly this much.
+            step = min(self._rise, self.relax_ppm / 1e6 * played_samples)
+            self.setpoint += step
+            self._rise -= step
+            if self._last_setpoint is not None:
+                self._last_setpoint = max(self._last_setpoint, self.setpoint)
+            return -step / played_samples
+        if target_samples is None or self._offset is None:
+            return 0.0
+        self._since_step += played_samples / self.rate
+        above = self.setpoint - (target_samples + self._offset)
+        if above > 0.002 * self.rate and self._since_step >= self.relax_after_s:
+            # Consuming relax_ppm faster drains exactly this much.
+            relax = self.relax_ppm / 1e6
+            self.setpoint -= relax * played_samples
+            return relax
+        return 0.0
 
     def _watch_stalls(self, level: float, queued: float, dt: float, now_s: float) -> None:
         """Find the device losing time, and play out what piled up meanwhile.

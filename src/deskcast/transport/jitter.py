@@ -144,9 +144,7 @@ class JitterBuffer:
         self._transit.append(arrival - timestamp / self.rate)
         self._last_arrival = arrival
         self._popped_since = 0
-        if not self.adaptive:
-            return
-        if len(self._transit) < LEARN_PACKETS:
+        if not self.adaptive or len(self._transit) < LEARN_PACKETS:
             return
         ordered = sorted(self._transit)
         low = ordered[0]
