@@ -123,7 +123,11 @@ class FecDecoder:
         if not missing:
             self._forget(base)
             return []
-        if len(have) + len(shares) < k or any(len(b) > width for b in have.values()):
+        if len(have) + len(shares) < k:
+            return []
+        if any(len(b) > width for b in have.values()):
+            # A share is as wide as the widest packet of its group: this one is not one.
+            self.malformed += 1
             return []
         blocks: list[bytes] = []
         nums: list[int] = []
