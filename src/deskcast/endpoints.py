@@ -30,9 +30,10 @@ class Direction(enum.Enum):
 
 
 # scheme -> options it accepts (name -> one-line description), per direction.
+_SKEW = "resample as if captured by a clock this many ppm fast (tests)"
 _SOURCE_SCHEMES: dict[str, dict[str, str]] = {
-    "pulse": {},
-    "alsa": {},
+    "pulse": {"clock_ppm": _SKEW},
+    "alsa": {"clock_ppm": _SKEW},
     "file": {"loop": "start again at the end", "pace": "0 to read as fast as possible"},
     "tone": {"level": "dBFS (default -12)", "clock_ppm": "pace the clock off nominal (tests)"},
     "silence": {},
