@@ -25,7 +25,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -37,11 +37,15 @@ import numpy.typing as npt
 
 from rig import SoundServer
 from rig.capture import Recorder
+from rig.meter import Meter
 from rig.signals import Audio, to_mono
 
 ROOT = Path(__file__).resolve().parent.parent
 RATE = 48000
 DESKCAST: tuple[str, ...] = (sys.executable, "-m", "deskcast")
+METER = Meter(("hub", "out"), RATE)
+"""Every benchmark's sinks: what plays into ``hub`` and what the pipeline plays into ``out``
+are recorded together from ``meter.monitor``, on one sample clock."""
 SILENT_DB = -50.0
 """Below this RMS level (dBFS) a block of the output counts as silent."""
 
@@ -190,7 +194,9 @@ def add_server_priority(parser: argparse.ArgumentParser) -> None:
 
 
 class BenchServer:
-    """A private PulseAudio with null sinks ``hub`` and ``out``, restarted if it dies.
+    """A private PulseAudio with the sinks ``hub`` and ``out`` on one :class:`rig.meter.Meter`
+    (``meter``: hub on channels 0-1, out on 2-3; record ``meter.monitor`` to have both on one
+    sample clock), restarted if it dies.
 
     :attr:`env` reaches the server and gives deskcast an empty private config; :attr:`workdir`
     holds signals, logs and statistics (kept after the run if ``BENCH_KEEP`` is set).
@@ -201,6 +207,7 @@ class BenchServer:
         self.realtime = realtime
         """PulseAudio's I/O threads at real-time priority, as on a desktop (rtkit)."""
         self._server: SoundServer | None = None
+        self._meter: contextlib.AbstractContextManager[Meter] | None = None
         self.env: dict[str, str] = {}
         self.deaths: list[str] = []
         """For each time the server was found dead: the tail of its log."""
@@ -217,8 +224,8 @@ class BenchServer:
         server = SoundServer("pulseaudio", realtime=self.realtime)
         self._server = server
         server.start()
-        server.create_null_sink("hub")
-        server.create_null_sink("out")
+        self._meter = METER.installed(server)
+        self._meter.__enter__()  # gone with the server
         env = dict(server.env)
         home = self.workdir / "home"
         for sub in ("config", "state"):
@@ -272,13 +279,21 @@ class Pipeline:
     kind: Kind
     tx: tuple[str, ...] = ()
     rx: tuple[str, ...] = ()
+    src: str | None = None
+    """Run deskcast from this ``src/`` folder (another revision's worktree) instead of the
+    installed one (``PYTHONPATH`` comes before the editable install)."""
+
+    def at(self, rev: str, src: Path) -> Pipeline:
+        """The same configuration run from another revision's ``src``."""
+        return Pipeline(f"{self.label} @{rev}", self.kind, self.tx, self.rx, str(src))
 
     def describe(self) -> str:
         if self.kind == "trx":
             return (f"trx-tx -d pulse:hub.monitor -h 127.0.0.1 -p P {shlex.join(self.tx)}".strip()
                     + f" | trx-rx -d pulse:out -h 127.0.0.1 -p P {shlex.join(self.rx)}".rstrip())
+        where = f" (PYTHONPATH={self.src})" if self.src else ""
         return (f"deskcast send 127.0.0.1:P -s pulse:hub.monitor {shlex.join(self.tx)}".strip()
-                + f" | deskcast receive :P -o pulse:out {shlex.join(self.rx)}".rstrip())
+                + f" | deskcast receive :P -o pulse:out {shlex.join(self.rx)}".rstrip() + where)
 
     def argv(self, send_to: tuple[str, int], listen_port: int,
              stats_json: Path | None) -> tuple[list[str], list[str]]:
@@ -339,6 +354,8 @@ def start_pipeline(procs: Procs, pipeline: Pipeline, env: dict[str, str], workdi
     dest = send_to if send_to is not None else ("127.0.0.1", port)
     stats = workdir / f"{tag}-rx-stats.json" if pipeline.kind == "deskcast" else None
     rx_argv, tx_argv = pipeline.argv(dest, port, stats)
+    if pipeline.src is not None:
+        env = {**env, "PYTHONPATH": pipeline.src}
     rx = procs.start(f"{tag}-rx", rx_argv, env)
     if pipeline.kind == "deskcast":
         wait_for_log(rx, "listening for RTP")
@@ -351,6 +368,23 @@ def start_pipeline(procs: Procs, pipeline: Pipeline, env: dict[str, str], workdi
         time.sleep(0.3)
     procs.check_alive()
     return Running(pipeline, rx, tx, stats)
+
+
+@contextlib.contextmanager
+def worktree(rev: str, parent: Path) -> Iterator[Path]:
+    """A detached git worktree of ``rev`` under ``parent`` while the ``with`` runs; yields its
+    ``src`` folder (for :meth:`Pipeline.at`). The same venv runs it: a revision that needs
+    other Python packages cannot be compared this way."""
+    path = parent / f"rev-{rev.replace('/', '_')}"
+    res = subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(path), rev],
+                         capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        raise BenchError(f"git worktree add {rev}: {res.stderr.strip()}")
+    try:
+        yield path / "src"
+    finally:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(path)],
+                       capture_output=True, check=False)
 
 
 # --------------------------------------------------------------------------- #

@@ -1,17 +1,21 @@
-"""Capture-to-playback latency of trx and deskcast, measured in the same run.
+"""Capture-to-playback latency of trx and deskcast, measured in the same run, from the sound.
 
-A private PulseAudio has two null sinks, ``hub`` and ``out``. The pipeline under test carries
-``hub.monitor`` over UDP on 127.0.0.1 to ``out``. paplay plays a test signal into ``hub``: a
-continuous 1 kHz tone at -30 dBFS (to see dropouts) with a 30 ms chirp (a "burst", 300 Hz to
-6 kHz at -12 dBFS) every 0.5 s. ``hub.monitor`` and ``out.monitor`` are recorded at the same
-time, put on one time axis from the arrival times of their chunks, and each burst's delay from
-hub to out is found by cross-correlation.
+A private PulseAudio has one 4-channel null sink ``meter`` with the stereo sinks ``hub`` and
+``out`` remapped onto its channels 0-1 and 2-3. The pipeline under test carries ``hub.monitor``
+over UDP on 127.0.0.1 to ``out``. pacat plays a marker signal into ``hub`` for the whole run: a
+steady 1 kHz tone at -30 dBFS (a dropout is a run of silence) with a 30 ms chirp at -12 dBFS
+every 0.5 s (four different chirps in turn). ``meter.monitor`` is recorded: the hub and the
+output on one sample clock, so each chirp's delay from hub to out is a sample offset inside one
+recording (cross-correlation), with nothing to align.
 
 Every configuration is run several times, interleaved (trx, deskcast, ..., trx, deskcast, ...)
-so that background load hits them alike.
+so that background load hits them alike; each run is a minute by default, so that the steady
+state after the first seconds (a dry run, a drift step) is what the medians show. Per run: the
+median delay, its steps (the delay moving to a new level and staying), and the gaps.
 
-    .venv/bin/python bench/latency.py            # 3 runs x 16 bursts per configuration
-    .venv/bin/python bench/latency.py --quick    # 1 run x 10 bursts, ~30 s
+    .venv/bin/python bench/latency.py            # 3 runs x 60 s per configuration (~10 min)
+    .venv/bin/python bench/latency.py --quick    # 1 run x 20 s
+    .venv/bin/python bench/latency.py --ab 8a5dde2   # also the same configurations at 8a5dde2
     .venv/bin/python bench/latency.py --sweep    # also try low-latency variations of deskcast
 """
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import os
 import re
 import sys
 import time
@@ -34,6 +39,7 @@ import numpy as np  # noqa: E402
 from bench.common import (  # noqa: E402
     DESKCAST_DEFAULT,
     LOW_LATENCY,
+    METER,
     RATE,
     TRX_DEFAULT,
     BenchError,
@@ -42,37 +48,25 @@ from bench.common import (  # noqa: E402
     Pipeline,
     Procs,
     Progress,
-    TimedRecorder,
     add_server_priority,
-    block_levels_db,
     header,
     median,
     percentile,
     print_footer,
-    silent_runs_ms,
     start_pipeline,
     table,
+    worktree,
 )
-from rig.capture import CaptureError, play_file, wait_played  # noqa: E402
-from rig.signals import (  # noqa: E402
-    Audio,
-    chirp,
-    correlation,
-    find_delay,
-    tone,
-    write_wav,
-)
+from rig.capture import CaptureError  # noqa: E402
+from rig.meter import EventTracker, MarkerSignal, MeterRecording, SignalPlayer, steps  # noqa: E402
 from rig.soundserver import SoundServer, SoundServerError  # noqa: E402
 
-LEAD_S = 1.5
-"""Tone only before the first burst (the jitter buffers settle on a steady stream)."""
-PERIOD_S = 0.5
-BURST_S = 0.03
-TAIL_S = 0.7
-MAX_DELAY_S = 0.45
-"""Bursts are searched for in the output up to this long after they were in the hub."""
+MAX_DELAY_S = 1.0
+"""Chirps are searched for in the output up to this long after they were in the hub."""
 GAP_MS = 5.0
 """A silent run in the output at least this long counts as a gap (dropout)."""
+STEP_MS = 3.0
+"""A step: the median of 5 chirps' delays at least this far from the median of the 5 before."""
 
 _LL_TX = LOW_LATENCY.tx
 _LL_RX = ("--jitter-ms", "5", "--jitter-min-ms", "2", "--block-ms", "5")
@@ -122,110 +116,81 @@ CATALOG: tuple[Pipeline, ...] = (TRX_DEFAULT, DESKCAST_DEFAULT, *SWEEP)
 
 
 @dataclass
+class Run:
+    """One run of one configuration, measured from the recording."""
+
+    delays_ms: list[float]
+    times_s: list[float]
+    missed: int
+    gaps_ms: list[float]
+    silent_ms: float
+    checked_ms: float
+    steps: list[tuple[float, float]]
+    """(seconds into the run, ms) of each step of the delay."""
+    sink_ms: float | None
+    concealed_pct: float = math.nan
+    underruns: int = 0
+
+
+@dataclass
 class Result:
     pipeline: Pipeline
-    delays_ms: list[float] = field(default_factory=list)
-    run_medians_ms: list[float] = field(default_factory=list)
-    per_run: list[list[float]] = field(default_factory=list)
-    missed: int = 0
-    silent_ms: float = 0.0
-    checked_ms: float = 0.0
-    gaps: int = 0
-    gap_runs: list[list[float]] = field(default_factory=list)
-    concealed_pct: list[float] = field(default_factory=list)
-    align_err_ms: list[float] = field(default_factory=list)
-    underruns: int = 0
-    sink_latency_ms: list[float] = field(default_factory=list)
+    runs: list[Run] = field(default_factory=list)
     loads: list[MachineLoad] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
-
-def test_signal(events: int) -> Audio:
-    seconds = LEAD_S + events * PERIOD_S + TAIL_S
-    x = tone(1000.0, seconds, RATE, level_db=-30.0)
-    burst = chirp(300.0, 6000.0, BURST_S, RATE, level_db=-12.0)
-    for i in range(events):
-        start = round((LEAD_S + i * PERIOD_S) * RATE)
-        x[start:start + burst.shape[0]] += burst
-    return np.clip(x, -1.0, 1.0)
+    @property
+    def delays_ms(self) -> list[float]:
+        return [d for r in self.runs for d in r.delays_ms]
 
 
 @dataclass
 class Setup:
     bs: BenchServer
-    signal: Audio
-    wav: Path
-    events: int
+    seconds: float
     warmup_s: float
 
 
 def measure_once(pipeline: Pipeline, result: Result, setup: Setup, tag: str) -> None:
-    server, signal, events = setup.bs.server, setup.signal, setup.events
+    server = setup.bs.server
     load = MachineLoad().start()
-    with Procs(setup.bs.workdir) as procs:
+    path = setup.bs.workdir / f"{tag}-meter.raw"
+    with Procs(setup.bs.workdir) as procs, MeterRecording(METER, path, server) as rec:
         running = start_pipeline(procs, pipeline, setup.bs.env, setup.bs.workdir, tag)
         time.sleep(setup.warmup_s)
         configured = out_sink_latency_ms(server)
-        hub = TimedRecorder(server, "hub.monitor")
-        out = TimedRecorder(server, "out.monitor")
-        check = TimedRecorder(server, "hub.monitor")
-        with hub, out, check:
-            wait_played(play_file(server, setup.wav, "hub"), timeout=signal.shape[0] / RATE + 15)
-            time.sleep(0.3)
+        tracker = EventTracker(rec, max_delay_s=MAX_DELAY_S, gap_ms=GAP_MS)
+        with SignalPlayer(server, "hub", MarkerSignal(), setup.seconds) as player:
+            deadline = time.monotonic() + setup.seconds + 15
+            while player.running():
+                if time.monotonic() > deadline:
+                    raise BenchError("the marker signal did not finish playing")
+                time.sleep(0.5)
+                procs.check_alive()
+                tracker.update()
+            time.sleep(MAX_DELAY_S + 0.2)
         setup.bs.check()
         procs.check_alive()
         procs.stop_all()
         stats = running.receiver_stats()
+    tracker.update()
+    if not os.environ.get("BENCH_KEEP"):
+        path.unlink(missing_ok=True)
     setup.bs.check()
     load.stop()
     result.loads.append(load)
-    if configured is not None:
-        result.sink_latency_ms.append(configured)
+    if not tracker.events:
+        raise BenchError(f"no chirp came out ({len(tracker.missed)} went in)")
+    t0 = tracker.events[0].at
+    delays = [e.delay_ms for e in tracker.events]
+    times = [(e.at - t0) / RATE for e in tracker.events]
+    run = Run(delays, times, len(tracker.missed), [ms for _, ms in tracker.gaps],
+              tracker.silent_ms, tracker.checked_ms,
+              [(times[i], ms) for i, ms in steps(delays, STEP_MS)], configured)
     if stats is not None:
-        result.concealed_pct.append(number(stats.get("concealed_pct")))
-        result.underruns += int(number(stats.get("underruns")))
-
-    h, o, c = hub.audio, out.audio, check.audio
-    t_hub, t_out, t_check = hub.start_time(), out.start_time(), check.start_time()
-    # Self-check of the common time axis: the second hub recording, aligned by content.
-    true_offset = find_delay(c, h, RATE, max_delay=0.2)
-    result.align_err_ms.append(1000 * abs((t_check - t_hub) - true_offset))
-
-    first = round(find_delay(signal, h, RATE) * RATE)
-    pre = round(0.005 * RATE)
-    ref_len = round((BURST_S + 0.015) * RATE)
-    delays: list[float] = []
-    for i in range(events):
-        e = first + round((LEAD_S + i * PERIOD_S) * RATE) - pre
-        ref = h[e:e + ref_len]
-        t_ref = t_hub + e / RATE
-        w0 = round((t_ref - 0.01 - t_out) * RATE)
-        w1 = w0 + round(MAX_DELAY_S * RATE)
-        if w0 < 0 or w1 > o.shape[0] or ref.shape[0] < ref_len:
-            result.missed += 1
-            continue
-        window = o[w0:w1]
-        lag = find_delay(ref, window, RATE, max_delay=MAX_DELAY_S)
-        k = round(lag * RATE)
-        if lag < 0 or correlation(ref, window[k:k + ref_len]) < 0.5:
-            result.missed += 1
-            continue
-        delays.append(1000 * (t_out + w0 / RATE + lag - t_ref))
-    result.delays_ms.extend(delays)
-    result.per_run.append(delays)
-    if delays:
-        result.run_medians_ms.append(median(delays))
-        # Dropouts: silent runs in the steady part of the output (the tone never stops).
-        d = median(delays) / 1000
-        lo = round((t_hub + (first + 0.5 * RATE) / RATE + d - t_out) * RATE)
-        hi = round((t_hub + (first + signal.shape[0] - TAIL_S * RATE) / RATE + d - t_out)
-                   * RATE)
-        seg = o[max(0, lo):min(o.shape[0], hi)]
-        runs = silent_runs_ms(seg)
-        result.silent_ms += sum(runs)
-        result.checked_ms += block_levels_db(seg).size
-        result.gaps += sum(1 for r in runs if r >= GAP_MS)
-        result.gap_runs.append([r for r in runs if r >= GAP_MS])
+        run.concealed_pct = number(stats.get("concealed_pct"))
+        run.underruns = int(number(stats.get("underruns")))
+    result.runs.append(run)
 
 
 def out_sink_latency_ms(server: SoundServer) -> float | None:
@@ -254,47 +219,62 @@ def fmt(v: float, digits: int = 1) -> str:
 def report(results: list[Result], baseline: Result | None) -> str:
     rows: list[list[str]] = []
     base = median(baseline.delays_ms) if baseline is not None and baseline.delays_ms else None
+    base_sink = (median([r.sink_ms for r in baseline.runs if r.sink_ms is not None])
+                 if baseline is not None else math.nan)
     for r in results:
         d = r.delays_ms
         med = median(d)
-        silent = 100 * r.silent_ms / r.checked_ms if r.checked_ms else float("nan")
-        conc = fmt(max(r.concealed_pct), 2) if r.concealed_pct else "-"
-        under = str(r.underruns) if r.pipeline.kind == "deskcast" else "-"
-        clean = sum(1 for g in r.gap_runs if not g)
+        sink = [x.sink_ms for x in r.runs if x.sink_ms is not None]
+        sink_med = median(sink) if sink else math.nan
+        checked = sum(x.checked_ms for x in r.runs)
+        silent = 100 * sum(x.silent_ms for x in r.runs) / checked if checked else math.nan
+        gaps = [len(x.gaps_ms) for x in r.runs]
+        gap_ms = sum(sum(x.gaps_ms) for x in r.runs)
+        conc = [x.concealed_pct for x in r.runs if not math.isnan(x.concealed_pct)]
+        under = sum(x.underruns for x in r.runs) if r.pipeline.kind == "deskcast" else None
         ratio = f"{med / base:.2f}" if base and d else "-"
+        ratio_sink = (f"{(med + sink_med) / (base + base_sink):.2f}"
+                      if base and d and not math.isnan(sink_med + base_sink) else "-")
         rows.append([
-            r.pipeline.label, f"{len(d)}/{len(d) + r.missed}", fmt(med), fmt(percentile(d, 95)),
-            f"{fmt(min(d))}-{fmt(max(d))}" if d else "-",
-            " ".join(fmt(m, 0) for m in r.run_medians_ms) or "-",
-            fmt(silent, 2), f"{r.gaps} ({clean}/{len(r.gap_runs)})", under, conc,
-            fmt(median(r.sink_latency_ms)) if r.sink_latency_ms else "-", ratio,
+            r.pipeline.label, f"{len(d)}/{len(d) + sum(x.missed for x in r.runs)}", fmt(med),
+            fmt(percentile(d, 95)), f"{fmt(min(d))}-{fmt(max(d))}" if d else "-",
+            " ".join(fmt(median(x.delays_ms), 1) for x in r.runs) or "-",
+            " ".join(str(len(x.steps)) for x in r.runs) or "-",
+            f"{sum(gaps)} ({' '.join(map(str, gaps))})", fmt(gap_ms, 0), fmt(silent, 2),
+            "-" if under is None else str(under), fmt(max(conc), 2) if conc else "-",
+            fmt(sink_med), ratio, ratio_sink,
         ])
-    return table(["configuration", "events", "median ms", "p95 ms", "min-max ms",
-                  "run medians", "silent %", "gaps (clean runs)", "underruns", "concealed %",
-                  "+ sink ms", "x trx"], rows)
+    return table(["configuration", "chirps", "median ms", "p95 ms", "min-max ms",
+                  "run medians ms", "steps/run", "gaps (per run)", "gap ms", "silent %",
+                  "underruns", "concealed %", "+ sink ms", "x trx", "x trx +sink"], rows)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3, help="runs per configuration (3)")
-    parser.add_argument("--events", type=int, default=16, help="bursts per run (16)")
+    parser.add_argument("--seconds", type=float, default=60.0,
+                        help="length of each run's marker signal, s (60)")
     parser.add_argument("--warmup", type=float, default=1.5,
-                        help="seconds the pipeline runs before recording (1.5)")
-    parser.add_argument("--quick", action="store_true", help="1 run x 10 bursts (~30 s)")
+                        help="seconds the pipeline runs before the signal starts (1.5)")
+    parser.add_argument("--quick", action="store_true", help="1 run x 20 s (not for the record)")
     parser.add_argument("--sweep", action="store_true",
                         help="also try low-latency variations (2 runs each unless --runs)")
     parser.add_argument("--configs", metavar="NAMES",
                         help="comma-separated configurations to run instead (labels as "
                         "printed; trx defaults is always included): " + ", ".join(
                             c.label for c in CATALOG))
+    parser.add_argument("--ab", metavar="REV", action="append", default=[],
+                        help="also run every deskcast configuration at git revision REV (a "
+                        "worktree run by the same venv), interleaved with the others; repeat "
+                        "for more revisions")
     add_server_priority(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     parser.add_argument("-v", "--verbose", action="store_true",
-                        help="also print every burst's delay and every gap, run by run")
+                        help="also print every chirp's delay, the steps and the gaps, run by run")
     args = parser.parse_args()
     if args.quick:
-        args.runs, args.events = 1, 10
-    configs = [TRX_DEFAULT, DESKCAST_DEFAULT, LOW_LATENCY]
+        args.runs, args.seconds = 1, 20.0
+    configs = [TRX_DEFAULT, DESKCAST_DEFAULT, PRESET]
     if args.sweep:
         configs = list(CATALOG)
         if "--runs" not in sys.argv:
@@ -307,51 +287,61 @@ def main() -> int:
             parser.error(f"unknown configuration(s) {', '.join(unknown)}")
         configs = [TRX_DEFAULT, *(by_label[n] for n in wanted if n != TRX_DEFAULT.label)]
     progress = Progress(args.quiet)
-    results = {c.label: Result(c) for c in configs}
-    signal = test_signal(args.events)
-    print(header("Latency: hub.monitor -> sender -> UDP 127.0.0.1 -> receiver -> out "
-                 f"({args.server_priority} PulseAudio)"), flush=True)
-    with BenchServer(realtime=args.server_priority == "realtime") as bs:
-        wav = write_wav(bs.workdir / "signal.wav", signal, RATE)
-        setup = Setup(bs, signal, wav, args.events, args.warmup)
+    print(header("Latency: hub -> hub.monitor -> sender -> UDP 127.0.0.1 -> receiver -> out, "
+                 f"both on one sample clock ({args.server_priority} PulseAudio), "
+                 f"{args.runs} x {args.seconds:g} s"), flush=True)
+    with BenchServer(realtime=args.server_priority == "realtime") as bs, \
+            contextlib.ExitStack() as trees:
+        for rev in args.ab:
+            try:
+                src = trees.enter_context(worktree(rev, bs.workdir))
+            except BenchError as err:
+                parser.error(str(err))
+            configs += [c.at(rev, src) for c in configs if c.kind == "deskcast" and not c.src]
+        results = {c.label: Result(c) for c in configs}
+        setup = Setup(bs, args.seconds, args.warmup)
         for run in range(args.runs):
             for c in configs:
                 progress(f"run {run + 1}/{args.runs}: {c.label}")
                 try:
                     measure_once(c, results[c.label], setup, f"run{run}-{configs.index(c)}")
-                except (BenchError, CaptureError) as err:
+                except (BenchError, CaptureError, SoundServerError) as err:
                     with contextlib.suppress(BenchError):
                         bs.check()  # the server's log, if it died
                     results[c.label].failures.append(str(err))
                     progress(f"  FAILED: {err}")
+                else:
+                    last = results[c.label].runs[-1]
+                    progress(f"  median {median(last.delays_ms):.1f} ms, {len(last.gaps_ms)} "
+                             f"gaps, {len(last.steps)} steps")
     ordered = list(results.values())
     print()
     print(report(ordered, results[TRX_DEFAULT.label]))
     print()
-    print(f"events: bursts found / sent (found = correlation >= 0.5 within {MAX_DELAY_S:.2f} s);"
-          f" median/p95/min-max over all runs' bursts; run medians: one per run.")
-    print(f"silent %: share of 1 ms blocks below -50 dBFS in the output while the -30 dBFS tone"
-          f" plays; gaps: silent runs >= {GAP_MS:.0f} ms (clean runs: runs without any); "
-          "concealed %: the deskcast receiver's own count (worst run).")
-    print("underruns: the deskcast receiver's jitter-buffer underruns (all runs).")
-    print("+ sink ms: the latency the out null sink was configured to (median of the runs): it "
-          "mixes that far ahead and its monitor hears the audio then; a sound card would add "
-          "about this much to the delays above.")
-    errs = [e for r in ordered for e in r.align_err_ms]
-    if errs:
-        print(f"time-axis self-check (second hub.monitor recording): max error "
-              f"{max(errs):.2f} ms over {len(errs)} runs.")
+    print("chirps: found in the output / sent (found: correlation >= 0.5 within "
+          f"{MAX_DELAY_S:g} s); median, p95, min-max over every chirp of every run; run "
+          "medians: one per run, in the order run.")
+    print(f"steps/run: times per run the delay moved to a new level and stayed (median of 5 "
+          f"chirps >= {STEP_MS:g} ms from the 5 before); gaps: silent runs >= {GAP_MS:g} ms in "
+          "the output while the -30 dBFS tone went in (total, then per run); gap ms: their "
+          "sum; silent %: share of 1 ms output blocks below -50 dBFS while the tone went in.")
+    print("underruns, concealed %: the deskcast receiver's own counts (all runs; worst run).")
+    print("+ sink ms: the latency the out sink was configured to (median of the runs): it mixes "
+          "that far ahead and the meter hears the audio then; a sound card would add about "
+          "this much. x trx: ratio of median delays; x trx +sink: of median delay + sink ms.")
 
     def per_run(r: Result) -> None:
-        if args.verbose:
-            for i, run_delays in enumerate(r.per_run):
-                busy_pct = (f" (machine {100 * r.loads[i].busy:.0f}% busy)"
-                            if i < len(r.loads) else "")
-                print(f"    run {i + 1}{busy_pct} delays ms: " +
-                      " ".join(fmt(d, 1) for d in run_delays))
-            for i, gap_list in enumerate(r.gap_runs):
-                if gap_list:
-                    print(f"    run {i + 1} gaps ms: " + " ".join(fmt(g, 0) for g in gap_list))
+        if not args.verbose:
+            return
+        for i, run in enumerate(r.runs):
+            busy = f" (machine {100 * r.loads[i].busy:.0f}% busy)" if i < len(r.loads) else ""
+            print(f"    run {i + 1}{busy}: delays ms " +
+                  " ".join(fmt(d, 1) for d in run.delays_ms))
+            if run.steps:
+                print("      steps: " + ", ".join(f"{ms:+.1f} ms at {t:.1f} s"
+                                                  for t, ms in run.steps))
+            if run.gaps_ms:
+                print("      gaps ms: " + " ".join(fmt(g, 0) for g in run.gaps_ms))
 
     print_footer(bs, ordered, per_config=per_run)
     return 1 if any(r.failures for r in ordered) else 0

@@ -230,6 +230,10 @@ class SignalPlayer:
                 proc.stdin.write(self.signal.pcm(at, min(chunk, total - at)))
             proc.stdin.close()
 
+    def running(self) -> bool:
+        """Whether pacat is still playing."""
+        return self._proc is not None and self._proc.poll() is None
+
     def wait(self, timeout: float) -> None:
         if self._proc is not None:
             self._proc.wait(timeout=timeout)
