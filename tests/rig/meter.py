@@ -25,6 +25,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -196,11 +197,22 @@ class MarkerSignal:
         return np.repeat(s16[:, None], 2, axis=1).tobytes()
 
 
-class SignalPlayer:
-    """Plays a :class:`MarkerSignal` into ``sink`` with ``pacat`` for ``seconds`` (fed from a
-    thread, so an hour needs no file)."""
+class Signal(Protocol):
+    """What :class:`SignalPlayer` plays (:class:`MarkerSignal`, or a benchmark's own)."""
 
-    def __init__(self, server: SoundServer, sink: str, signal: MarkerSignal,
+    @property
+    def rate(self) -> int: ...
+
+    def pcm(self, start: int, frames: int) -> bytes:
+        """Stereo s16le bytes for frames [start, start + frames)."""
+        ...
+
+
+class SignalPlayer:
+    """Plays a :class:`Signal` (a :class:`MarkerSignal`, say) into ``sink`` with ``pacat`` for
+    ``seconds`` (fed from a thread, so an hour needs no file)."""
+
+    def __init__(self, server: SoundServer, sink: str, signal: Signal,
                  seconds: float) -> None:
         self.server, self.sink, self.signal, self.seconds = server, sink, signal, seconds
         self._proc: subprocess.Popen[bytes] | None = None
