@@ -34,6 +34,7 @@ from deskcast.decode.opus import CorruptPacket, OpusDecoder, packet_samples
 from deskcast.endpoints import Endpoint
 from deskcast.errors import ConfigError, DeviceError, EndpointError
 from deskcast.media import AudioFormat, PcmBlock
+from deskcast.transport.arrival import SO_TIMESTAMPNS, STAMP_SPACE, ArrivalClock
 from deskcast.transport.drift import AdaptiveResampler, ClockTrack, DriftController
 from deskcast.transport.fec import FEC_PT, FEC_SSRC_XOR, FecDecoder
 from deskcast.transport.jitter import Frame, JitterBuffer
@@ -62,11 +63,6 @@ RR_INTERVAL_S = 2.0
 RESTART_JUMP_S = 1.0
 """A timestamp jump larger than this (either way) within one SSRC is a restarted stream."""
 MAX_DATAGRAM = 65536
-SO_TIMESTAMPNS = 35
-"""Linux: the kernel stamps each datagram with the time it arrived (CLOCK_REALTIME, as a
-``struct timespec``). Python's socket module does not name it."""
-_TIMESPEC = struct.Struct("@ll")
-_STAMP_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
 
 
 @dataclass
@@ -271,7 +267,7 @@ class RtpReceiver(Source):
                 mreq = socket.inet_aton(host) + socket.inet_aton("0.0.0.0")
                 sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-            with contextlib.suppress(OSError):  # not Linux: stamped when read (see below)
+            with contextlib.suppress(OSError):  # not Linux: stamped when read (transport.arrival)
                 sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
             sock.settimeout(0.2)
         except OSError as err:
@@ -289,6 +285,7 @@ class RtpReceiver(Source):
         import selectors
 
         realtime.request(self.rtprio)
+        arrivals = ArrivalClock(self.clock)
         sel = selectors.DefaultSelector()
         for sock in self._socks:
             sel.register(sock, selectors.EVENT_READ, data=sock)
@@ -298,10 +295,10 @@ class RtpReceiver(Source):
                 for key, _ in sel.select(timeout=0.2):
                     sock = key.data
                     try:
-                        data, ancdata, _, addr = sock.recvmsg(MAX_DATAGRAM, _STAMP_SPACE)
+                        data, ancdata, _, addr = sock.recvmsg(MAX_DATAGRAM, STAMP_SPACE)
                     except OSError:
                         continue
-                    self.handle(data, arrival_time(ancdata, self.clock()), addr)
+                    self.handle(data, arrivals.arrival(ancdata), addr)
                 if self.clock() >= next_rr:
                     next_rr = self.clock() + RR_INTERVAL_S
                     self._send_report()
@@ -597,22 +594,6 @@ class RtpReceiver(Source):
         for sock in self._socks:
             sock.close()
         self._socks = []
-
-
-def arrival_time(ancdata: list[tuple[int, int, bytes]], now: float,
-                 wall: Callable[[], float] = time.time) -> float:
-    """When a datagram arrived, on the clock that read it at ``now``: the kernel's stamp if
-    it gave one. A network thread that waited for the CPU or the interpreter lock (the
-    playout thread catching up after a sound server stall, a busy machine) then does not
-    see jitter the network never had, and the jitter buffer does not grow for it."""
-    for level, kind, data in ancdata:
-        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and \
-                len(data) >= _TIMESPEC.size:
-            sec, nsec = (int(v) for v in _TIMESPEC.unpack_from(data))
-            waited = wall() - (sec + nsec / 1e9)
-            if 0.0 <= waited < 1.0:  # otherwise the wall clock was set meanwhile
-                return now - waited
-    return now
 
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
