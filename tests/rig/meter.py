@@ -210,11 +210,13 @@ class Signal(Protocol):
 
 class SignalPlayer:
     """Plays a :class:`Signal` (a :class:`MarkerSignal`, say) into ``sink`` with ``pacat`` for
-    ``seconds`` (fed from a thread, so an hour needs no file)."""
+    ``seconds`` (fed from a thread, so an hour needs no file). ``latency_ms`` is pacat's
+    buffer: if pacat is not scheduled for that long (a busy machine), the sink gets a gap."""
 
     def __init__(self, server: SoundServer, sink: str, signal: Signal,
-                 seconds: float) -> None:
+                 seconds: float, latency_ms: int = 60) -> None:
         self.server, self.sink, self.signal, self.seconds = server, sink, signal, seconds
+        self.latency_ms = latency_ms
         self._proc: subprocess.Popen[bytes] | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -222,8 +224,8 @@ class SignalPlayer:
     def start(self) -> SignalPlayer:
         self._proc = subprocess.Popen(
             ["pacat", "--playback", f"--device={self.sink}", "--format=s16le",
-             f"--rate={self.signal.rate}", "--channels=2", "--raw", "--latency-msec=60",
-             "--client-name=deskcast-marker"],
+             f"--rate={self.signal.rate}", "--channels=2", "--raw",
+             f"--latency-msec={self.latency_ms}", "--client-name=deskcast-marker"],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             env=self.server.env)
         self._thread = threading.Thread(target=self._feed, name="marker-feed", daemon=True)
