@@ -17,15 +17,21 @@ capture makes the period 1024 frames and on this 2-vCPU VM about 1 playback in
 ``DESKCAST_PW_MIN_QUANTUM`` to another number, or to ``0`` for PipeWire's
 stock behaviour (e.g. for latency measurements).
 
-Tests using any of these get the ``audio`` marker automatically.  If the server
-programs are not installed the tests are skipped, unless ``CI`` or
+Tests using any of these get the ``audio`` and ``realtime`` markers automatically.  If the
+server programs are not installed the tests are skipped, unless ``CI`` or
 ``DESKCAST_REQUIRE_AUDIO`` is set, in which case they fail.
 
 Run in parallel (``./bootstrap test`` runs ``pytest -n 2``, pytest-xdist), each worker has
-its own servers, and the ``realtime`` tests (the ``audio`` ones and those of
-``_REALTIME_MODULES``) take turns (:func:`one_audio_test_at_a_time`): they judge audio in
-real time (levels, gaps, onsets), and two of them side by side on a 2-vCPU machine starve
-each other into dropouts; everything else runs beside them.
+its own servers, and the ``realtime`` tests (the ``audio`` ones, those of
+``_REALTIME_MODULES`` and those marked so) take turns (:func:`one_audio_test_at_a_time`):
+they judge audio in real time (levels, gaps, onsets), and two of them side by side on a
+2-vCPU machine starve each other into dropouts. The ``cpu_heavy`` tests (minutes to an hour
+of audio simulated in a unit test) run beside each other but never beside a ``realtime``
+one; everything else runs beside anything.
+
+A test that reaches a sound server without the ``realtime`` mark fails at once, saying so
+(:func:`_reach`): a fixture that asks for a server through ``request.getfixturevalue``
+hides it from the automatic marking, and such a test would run beside the others.
 """
 
 from __future__ import annotations
@@ -58,9 +64,12 @@ _NEEDS: dict[ServerKind, tuple[str, ...]] = {
 
 
 _REALTIME_MODULES = frozenset({"test_send_receive.py", "test_faults.py", "test_realtime.py",
-                               "test_srtp.py", "test_sdp_ffmpeg.py"})
+                               "test_srtp.py", "test_sdp_ffmpeg.py", "test_route.py"})
 """Modules of tests/integration whose tests judge audio in real time without a sound server
-(to files, from the paced tone generator): they take turns too."""
+(to files, from the paced tone generator), or reach one through ``request.getfixturevalue``
+(test_route.py's ``pa``): they take turns too."""
+_LOCK_HELD = pytest.StashKey[int]()
+"""The mode of the real-time lock the running test holds (``fcntl.LOCK_EX``/``LOCK_SH``)."""
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -69,6 +78,10 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line(
         "markers", "realtime: judges audio in real time; under pytest-xdist these take turns"
+    )
+    config.addinivalue_line(
+        "markers", "cpu_heavy: keeps a core busy for seconds (a long simulation); under "
+        "pytest-xdist never beside a realtime test"
     )
 
 
@@ -82,18 +95,39 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.realtime)
 
 
-@pytest.fixture(autouse=True)
-def one_audio_test_at_a_time(request: pytest.FixtureRequest) -> Iterator[None]:
+def _lock_mode(item: pytest.Item) -> int | None:
+    if item.get_closest_marker("realtime") is not None:
+        return fcntl.LOCK_EX
+    if item.get_closest_marker("cpu_heavy") is not None:
+        return fcntl.LOCK_SH
+    return None
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def one_audio_test_at_a_time(item: pytest.Item) -> Iterator[None]:
     """Under pytest-xdist, hold a lock shared by the run's workers while a ``realtime`` test
-    runs, so that no two of them run at once (a no-op in a plain run)."""
+    runs (exclusive: no two of them at once, nor a ``cpu_heavy`` one beside) or a
+    ``cpu_heavy`` one (shared: beside each other). A no-op in a plain run.
+
+    Taken around the whole test (set-up to tear-down, a session server's start included)
+    and outside pytest-timeout's timer: the wait for the other worker's test is not the
+    test's time."""
     run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
-    if run is None or request.node.get_closest_marker("realtime") is None:
+    mode = _lock_mode(item)
+    if run is None or mode is None:
         yield
         return
     path = Path(tempfile.gettempdir()) / f"deskcast-tests-{run}.audio.lock"
     with path.open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
-        yield
+        fcntl.flock(lock, mode)  # released when the file is closed
+        item.stash[_LOCK_HELD] = mode
+        try:
+            yield
+        finally:
+            del item.stash[_LOCK_HELD]
+
+
+pytest_runtest_protocol = one_audio_test_at_a_time
 
 
 def _pw_min_quantum() -> int | None:
@@ -118,22 +152,72 @@ def _start_session_server(kind: ServerKind) -> SoundServer:
     return server
 
 
-@pytest.fixture(scope="session")
-def pulseaudio_server() -> Iterator[SoundServer]:
-    server = _start_session_server("pulseaudio")
-    try:
-        yield server
-    finally:
-        server.stop()
+class _SessionServer:
+    """A worker's server of one kind, started by the first test that reaches it (inside the
+    real-time lock), stopped at the end of the session."""
+
+    def __init__(self, kind: ServerKind) -> None:
+        self.kind = kind
+        self.server: SoundServer | None = None
+
+    def get(self) -> SoundServer:
+        if self.server is None:
+            self.server = _start_session_server(self.kind)
+        return self.server
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
 
 
 @pytest.fixture(scope="session")
-def pipewire_server() -> Iterator[SoundServer]:
-    server = _start_session_server("pipewire")
+def _pulseaudio_session() -> Iterator[_SessionServer]:
+    holder = _SessionServer("pulseaudio")
     try:
-        yield server
+        yield holder
     finally:
-        server.stop()
+        holder.stop()
+
+
+@pytest.fixture(scope="session")
+def _pipewire_session() -> Iterator[_SessionServer]:
+    holder = _SessionServer("pipewire")
+    try:
+        yield holder
+    finally:
+        holder.stop()
+
+
+def _reach(request: pytest.FixtureRequest, holder: _SessionServer) -> SoundServer:
+    """The session's server for the test that asks, if it takes its turn with the other
+    real-time tests; else it fails, saying so, before it plays a sample."""
+    item = request.node
+    if item.get_closest_marker("realtime") is None:
+        pytest.fail(f"{item.nodeid} reaches the {holder.kind} test server but is not marked "
+                    "realtime, so under pytest-xdist it would run beside the tests that judge "
+                    "audio in real time: mark it @pytest.mark.realtime (a fixture that asks "
+                    "for the server through request.getfixturevalue hides it from the "
+                    "automatic marking in tests/conftest.py)", pytrace=False)
+    if os.environ.get("PYTEST_XDIST_TESTRUNUID") is not None and \
+            item.stash.get(_LOCK_HELD, None) != fcntl.LOCK_EX:
+        pytest.fail(f"{item.nodeid} reaches the {holder.kind} test server without holding "
+                    "the real-time lock (tests/conftest.py one_audio_test_at_a_time)",
+                    pytrace=False)
+    return holder.get()
+
+
+@pytest.fixture
+def pulseaudio_server(request: pytest.FixtureRequest,
+                      _pulseaudio_session: _SessionServer) -> SoundServer:
+    """The worker's PulseAudio server (started once, for the session)."""
+    return _reach(request, _pulseaudio_session)
+
+
+@pytest.fixture
+def pipewire_server(request: pytest.FixtureRequest,
+                    _pipewire_session: _SessionServer) -> SoundServer:
+    """The worker's PipeWire server (started once, for the session)."""
+    return _reach(request, _pipewire_session)
 
 
 @pytest.fixture(params=["pa", "pw"])

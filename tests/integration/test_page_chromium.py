@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import pytest
 from playwright import sync_api  # installed by `./bootstrap test` (the test extra)
 
 from rig import OUT, SoundServer
@@ -31,6 +32,8 @@ from rig.capture import Recorder
 from rig.signals import dominant_frequency, level_db, onset_time
 
 from .conftest import Cli, wait_for_line
+
+pytestmark = pytest.mark.realtime  # its audio judged in real time, and Chromium takes a core
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -198,6 +198,7 @@ def settle(pid: int, fds_target: int, timeout: float = 10.0) -> tuple[int, int]:
         time.sleep(0.2)
 
 
+@pytest.mark.realtime  # judges a listener in real time beside 20,000 connections
 def test_connect_storm_and_slowloris_starve_nobody_and_leave_nothing_behind(
         cli: Cli, capsys: pytest.CaptureFixture[str]) -> None:
     port = free_tcp_port()
@@ -287,6 +288,7 @@ def test_connect_storm_and_slowloris_starve_nobody_and_leave_nothing_behind(
     assert dominant_frequency(x[2000:], 48000) == pytest.approx(1000.0, abs=2.0)
 
 
+@pytest.mark.realtime  # judges a listener in real time, and when the stuck one is cut
 def test_a_listener_that_never_reads_is_dropped_and_frees_its_slot(
         cli: Cli, capsys: pytest.CaptureFixture[str]) -> None:
     """A client that asks for the stream and never reads fills its socket buffers and would

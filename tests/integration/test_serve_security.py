@@ -323,6 +323,7 @@ def test_request_limits_traversal_and_unknown_methods(cli: Cli) -> None:
     assert "Traceback" not in err
 
 
+@pytest.mark.cpu_heavy  # Chromium: never beside a test that judges audio in real time
 def test_page_plays_over_https_with_the_listen_token_in_chromium(
         cli: Cli, tmp_path: Path) -> None:
     """Headless Chromium (no sound server needed: the element's clock is enough here): the

@@ -6,7 +6,8 @@ bursts of late packets); the real :class:`JitterBuffer` takes them; a sink whose
 ``sink_ppm`` off our system clock wakes every 40 ms, give or take a few ms, and, like
 ``pa_simple_write``, the pump writes what fits and blocks on the rest, reading the next frame
 only when the last one is in. :meth:`DriftController.steer` is called exactly as the receiver
-calls it. An hour of it takes about ten seconds.
+calls it. An hour of it takes about ten seconds of a core: the tests that simulate are
+``cpu_heavy`` (under pytest-xdist never beside a test that judges audio in real time).
 """
 
 from __future__ import annotations
@@ -181,6 +182,7 @@ RELAX_PPM = DriftController(RATE).relax_ppm
 burst added is played out): the correction goes this far beyond the drift then."""
 
 
+@pytest.mark.cpu_heavy
 @pytest.mark.parametrize("ppm", [300.0, -300.0, 1000.0, 0.0])
 def test_drift_is_followed_with_the_level_flat(ppm: float) -> None:
     """Twenty minutes through a bursty sink with network jitter: the estimate converges, the
@@ -217,6 +219,7 @@ def test_drift_is_followed_with_the_level_flat(ppm: float) -> None:
     assert max(abs(b - a) for a, b in itertools.pairwise(total)) < 3.5
 
 
+@pytest.mark.cpu_heavy
 def test_an_hour_with_late_bursts_and_a_stall_at_300_ppm() -> None:
     """The soak's case, an hour of it, with what broke the old controller: bursts of late
     packets (the buffer runs dry, then holds a backlog it drops) and our audio thread
@@ -259,6 +262,7 @@ def test_an_hour_with_late_bursts_and_a_stall_at_300_ppm() -> None:
     assert -3.0 < statistics.mean(run.total_ms[-300:]) - before < PACKET * 1000 / RATE + 3.0
 
 
+@pytest.mark.cpu_heavy
 @pytest.mark.parametrize("ppm", [300.0, -300.0])
 def test_time_the_device_loses_is_dropped_within_seconds(ppm: float) -> None:
     """Our thread stalls 70 ms and the device runs dry for tens of ms (on a loaded machine,
@@ -279,6 +283,7 @@ def test_time_the_device_loses_is_dropped_within_seconds(ppm: float) -> None:
     assert beyond_drift(run, 298, 340) < 150.0
 
 
+@pytest.mark.cpu_heavy
 @pytest.mark.parametrize("sink_tells", [True, False])
 def test_a_sink_whose_clock_is_off_ours_is_learnt_too(sink_tells: bool) -> None:
     """The sender is measured against the system clock; so is a sound card 120 ppm off it,
@@ -300,6 +305,7 @@ def test_a_sink_whose_clock_is_off_ours_is_learnt_too(sink_tells: bool) -> None:
     assert statistics.mean(run.correction_ppm[-300:]) == pytest.approx(run.truth_ppm, abs=5.0)
 
 
+@pytest.mark.cpu_heavy
 def test_without_compensation_the_delay_creeps_until_audio_is_dropped() -> None:
     run = simulate(300.0, 300.0, compensate=False)
     assert set(run.correction_ppm) == {0.0}
@@ -622,6 +628,7 @@ def test_a_packet_well_in_time_or_later_than_the_level_does_not_raise_it(
     assert ctl.setpoint == settled
 
 
+@pytest.mark.cpu_heavy
 @pytest.mark.parametrize("sink_ppm", [100.0, -100.0])
 def test_the_senders_clock_against_the_sinks_is_read_end_to_end_within_a_minute(
         sink_ppm: float) -> None:

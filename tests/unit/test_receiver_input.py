@@ -54,6 +54,7 @@ def test_random_datagrams_are_counted_and_dropped(datagrams: list[bytes]) -> Non
         assert rx.read().frames > 0
 
 
+@pytest.mark.cpu_heavy  # 200 examples of 30 Opus packets: never beside a realtime test
 @settings(max_examples=200, deadline=None)
 @given(st.data())
 def test_mutated_packets_between_good_ones_do_not_stop_playout(data: st.DataObject) -> None:
