@@ -16,6 +16,7 @@ from rig.signals import dominant_frequency
 
 FMT = AudioFormat()
 BLOCK = 480
+PIECE = 120
 
 
 class _Device(Source):
@@ -24,13 +25,13 @@ class _Device(Source):
     clocked = True
 
     def __init__(self) -> None:
-        super().__init__(parse("pulse:hub.monitor", Direction.SOURCE), FMT, BLOCK)
-        self._tone = ToneSource(parse("tone:1000", Direction.SOURCE), FMT, BLOCK)
+        super().__init__(parse("pulse:hub.monitor", Direction.SOURCE), FMT, PIECE)
+        self._tone = ToneSource(parse("tone:1000", Direction.SOURCE), FMT, PIECE)
         self._tone.pacer = None
         self.frames_read = 0
 
     def read(self) -> PcmBlock | None:
-        self.frames_read += BLOCK
+        self.frames_read += PIECE
         self.overruns = self.frames_read // 48000
         return self._tone.read()
 
@@ -48,7 +49,7 @@ def _run(skewed: SkewedSource, device: _Device, seconds: float) -> np.ndarray:
 @pytest.mark.parametrize("ppm", [5000.0, -5000.0])
 def test_a_fast_clock_gives_more_samples_and_a_lower_pitch(ppm: float) -> None:
     device = _Device()
-    skewed = SkewedSource(device, ppm)
+    skewed = SkewedSource(device, ppm, BLOCK)
     first = _run(skewed, device, 1.0)
     read_first = device.frames_read
     audio = np.concatenate([first, _run(skewed, device, 5.0)])
@@ -63,10 +64,25 @@ def test_a_fast_clock_gives_more_samples_and_a_lower_pitch(ppm: float) -> None:
     assert skewed.clocked and skewed.overruns == device.overruns == 5
 
 
+def test_blocks_leave_at_the_fast_clocks_pace_not_in_bursts() -> None:
+    device = _Device()
+    skewed = SkewedSource(device, 5000.0, BLOCK)
+    read_at: list[int] = []
+    for _ in range(2000):
+        assert skewed.read() is not None
+        read_at.append(device.frames_read)
+    # Each block takes 480 / 1.005 = 477.6 of the device's frames, read in pieces of 120: the
+    # device time between two blocks is never 0 (two at once) nor more than a block.
+    between = np.diff(read_at[10:])
+    assert set(between.tolist()) == {360, 480}
+    assert between.mean() == pytest.approx(BLOCK / 1.005, abs=0.5)
+
+
 def test_clock_ppm_on_a_device_uri_wraps_the_device_source() -> None:
     source = make_source("pulse:hub.monitor?clock_ppm=300", FMT, BLOCK)
     assert isinstance(source, SkewedSource)
     assert source.ratio == pytest.approx(1.0003)
     assert source.name == "pulse:hub.monitor"
+    assert source.block_frames == BLOCK and source.inner.block_frames == PIECE
     with pytest.raises(EndpointError, match="clock_ppm must be within"):
         make_source("pulse:hub.monitor?clock_ppm=20000", FMT, BLOCK)

@@ -47,12 +47,13 @@ def make_source(uri: str | Endpoint, fmt: AudioFormat, block_frames: int, *,
         endpoint = resolve_desktop(endpoint)
     scheme = endpoint.scheme
     if scheme in ("pulse", "alsa") and "clock_ppm" in endpoint.options:
-        from deskcast.capture.skew import SkewedSource
+        from deskcast.capture.skew import PIECE_MS, SkewedSource
 
         ppm = endpoint.number("clock_ppm", 0.0)
         plain = Endpoint(scheme, endpoint.target, {}, endpoint.direction)
-        return SkewedSource(make_source(plain, fmt, block_frames, hub_name=hub_name,
-                                        buffer_ms=buffer_ms), ppm)
+        piece = min(block_frames, fmt.frames_for_ms(PIECE_MS))
+        return SkewedSource(make_source(plain, fmt, piece, hub_name=hub_name,
+                                        buffer_ms=buffer_ms), ppm, block_frames)
     if scheme == "pulse":
         from deskcast.capture.pulse import PulseSource
 

@@ -6,6 +6,11 @@ that stream: more samples for the same sound, handed over at the device's pace. 
 benchmark drive the receiver's drift compensation with a real capture path (the sound server,
 its timing and its hiccups) while the sound going in and the sound coming out stay on one
 sample clock, which a generator paced off nominal (``tone?clock_ppm=``) cannot give.
+
+The device is read in small pieces (:data:`PIECE_MS`) and a block is handed on as soon as the
+resampled samples fill it, so blocks leave at the fast clock's pace, give or take a piece: read
+in whole blocks, 300 ppm would be one extra 20 ms block every 67 s, a sawtooth no sound card
+makes.
 """
 
 from __future__ import annotations
@@ -18,20 +23,23 @@ from deskcast.errors import EndpointError
 from deskcast.media import PcmBlock, Reblocker
 
 MAX_PPM = 10000.0
+PIECE_MS = 2.5
+"""The device is read in pieces this long (ms): blocks leave within that of their time."""
 
 
 class SkewedSource(Source):
-    """Wraps a device source; its blocks come ``ppm`` parts per million more numerous."""
+    """Wraps a device source (opened with blocks of :data:`PIECE_MS`); its blocks of
+    ``block_frames`` come ``ppm`` parts per million more numerous."""
 
-    def __init__(self, inner: Source, ppm: float) -> None:
-        super().__init__(inner.endpoint, inner.fmt, inner.block_frames)
+    def __init__(self, inner: Source, ppm: float, block_frames: int) -> None:
+        super().__init__(inner.endpoint, inner.fmt, block_frames)
         if abs(ppm) > MAX_PPM:
             raise EndpointError(f"{inner.endpoint}: clock_ppm must be within ±{MAX_PPM:g}")
         self.inner = inner
         self.ratio = 1.0 + ppm / 1e6
         self.clocked = inner.clocked
         self._resampler = samplerate.Resampler("sinc_fastest", channels=inner.fmt.channels)
-        self._blocks = Reblocker(inner.fmt, inner.block_frames)
+        self._blocks = Reblocker(inner.fmt, block_frames)
         self._ready: list[PcmBlock] = []
 
     @property
