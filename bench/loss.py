@@ -8,7 +8,8 @@ through the test rig's seeded impairment proxy (5 % random loss + 0-10 ms unifor
 by default). The same seeds are used for every configuration, so each sees the same loss
 pattern (per packet). ``meter.monitor`` is recorded: the hub and the output on one sample
 clock, so the output is compared with the input at a sample offset inside one recording,
-with nothing to align. After skipping 1 s at either end:
+with nothing to align. After skipping 1 s at either end, and wherever the hub itself was
+silent (the player fell behind on a busy machine; shown per run as "hub gap ms"):
 
 * silent %: share of 10 ms blocks of the output below -50 dBFS (``rig.signals.silence_fraction``)
   while the tone plays -- the tone never stops, so that is all dropout;
@@ -64,19 +65,19 @@ from bench.common import (  # noqa: E402
     Procs,
     Progress,
     add_server_priority,
+    block_levels_db,
     free_port_pair,
     header,
     median,
     percentile,
     print_footer,
-    silent_runs_ms,
     start_pipeline,
     table,
 )
 from rig.capture import CaptureError  # noqa: E402
 from rig.meter import MeterRecording, SignalPlayer, steps  # noqa: E402
 from rig.netem import Impairment, ImpairmentProxy  # noqa: E402
-from rig.signals import chirp, find_delay, level_db, silence_fraction  # noqa: E402
+from rig.signals import chirp, find_delay, level_db  # noqa: E402
 from rig.soundserver import SoundServerError  # noqa: E402
 
 SWEEP_S = 8.0
@@ -89,6 +90,9 @@ MAX_DELAY_S = 0.6
 """The output is searched for the input up to this long after it was in the hub."""
 SLICE_S = 20.0
 """The share of poorly matching windows is also given per this many seconds of a run."""
+GAP_PAD_MS = 25
+"""Where the hub was silent (a gap in what went in), the output is not judged within this many
+ms either side (the delay moves that much within a run)."""
 STEP_MS = 3.0
 """A step: the median of 5 one-second delays at least this far from the median of the 5 before."""
 
@@ -135,6 +139,8 @@ class Run:
     lost_pct: float
     silent: float
     dropouts: int
+    hub_gap_ms: float
+    """ms of the hub (widened by GAP_PAD_MS) that were silent: not judged."""
     corr: list[float]
     corr_starts_s: list[float]
     """Seconds into the compared stretch of each correlation window."""
@@ -206,7 +212,7 @@ def measure_once(pipeline: Pipeline, result: Result, setup: Setup, tag: str, see
                                  listen_port=port, send_to=proxy.address)
         time.sleep(setup.warmup_s)
         with MeterRecording(METER, path, server) as rec, \
-                SignalPlayer(server, "hub", setup.signal, setup.seconds) as player:
+                SignalPlayer(server, "hub", setup.signal, setup.seconds, latency_ms=500) as player:
             deadline = time.monotonic() + setup.seconds + 15
             while player.running():
                 if time.monotonic() > deadline:
@@ -257,9 +263,12 @@ def analyse(x: npt.NDArray[np.float32], setup: Setup, lost_pct: float) -> Run:
     delays = np.asarray([d for _, d in coarse])
     starts = np.asarray([s for s, _ in coarse])
 
-    # The steady output: where the input's [lo, hi) came out.
+    # The steady output: where the input's [lo, hi) came out, judged only where the hub was
+    # sounding (a gap in what went in, the player's, is not the pipeline's).
     d_med = round(float(np.median(delays)) * RATE)
     seg = out[lo + d_med:hi + d_med]
+    hub_gap = _dilate(block_levels_db(hub[lo:hi], RATE, 1.0) < SILENT_DB, GAP_PAD_MS)
+    silent, dropouts = _silences(seg, hub_gap)
     win, search = round(WINDOW_S * RATE), round(SEARCH_S * RATE)
     corr: list[float] = []
     corr_at: list[float] = []
@@ -268,7 +277,8 @@ def analyse(x: npt.NDArray[np.float32], setup: Setup, lost_pct: float) -> Run:
         d = round(float(delays[int(np.argmin(np.abs(starts - start)))]) * RATE)
         ref = h[start:start + win]
         o0 = start + d - search
-        if o0 < 0 or o0 + win + 2 * search > o.size:
+        ms = (start - lo) // (RATE // 1000)
+        if o0 < 0 or o0 + win + 2 * search > o.size or hub_gap[ms:ms + 1000 * win // RATE].any():
             continue
         c, k = best_match(ref, o[o0:o0 + win + 2 * search])
         corr.append(c)
@@ -279,11 +289,35 @@ def analyse(x: npt.NDArray[np.float32], setup: Setup, lost_pct: float) -> Run:
     at_s = [float(s - first) / RATE for s in starts]
     return Run(
         seconds=seg.shape[0] / RATE, lost_pct=lost_pct,
-        silent=silence_fraction(seg, RATE, block_ms=10.0, threshold_db=SILENT_DB),
-        dropouts=sum(1 for r in silent_runs_ms(seg) if r >= DROPOUT_MS),
-        corr=corr, corr_starts_s=corr_at,
+        silent=silent, dropouts=dropouts, hub_gap_ms=float(np.sum(hub_gap)), corr=corr,
+        corr_starts_s=corr_at,
         level_delta=level_db(seg) - level_db(hub[lo:hi]), window_dev=dev,
         delays_ms=delays_ms, steps=[(at_s[i], ms) for i, ms in steps(delays_ms, STEP_MS)])
+
+
+def _dilate(mask: npt.NDArray[np.bool_], pad: int) -> npt.NDArray[np.bool_]:
+    """``mask`` widened by ``pad`` elements either side."""
+    return np.asarray(np.convolve(mask, np.ones(2 * pad + 1), mode="same") > 0)
+
+
+def _silences(seg: npt.NDArray[np.float64], hub_gap: npt.NDArray[np.bool_]
+              ) -> tuple[float, int]:
+    """(share of the 10 ms blocks of ``seg`` below SILENT_DB, runs of 1 ms blocks below it
+    of DROPOUT_MS or more), counting only where ``hub_gap`` (per ms) is false."""
+    quiet = block_levels_db(seg, RATE, 1.0) < SILENT_DB
+    n = min(quiet.size, hub_gap.size) // 10 * 10
+    quiet, gap = quiet[:n], hub_gap[:n]
+    q10 = block_levels_db(seg[: n * RATE // 1000], RATE, 10.0) < SILENT_DB
+    g10 = gap.reshape(-1, 10).any(axis=1)
+    silent = float(np.mean(q10[~g10])) if (~g10).any() else math.nan
+    dropouts, run = 0, 0
+    for q in [*(quiet & ~gap).tolist(), False]:
+        if q:
+            run += 1
+            continue
+        dropouts += run >= DROPOUT_MS
+        run = 0
+    return silent, dropouts
 
 
 def spread(values: list[float], digits: int = 2, signed: bool = False) -> str:
@@ -340,12 +374,12 @@ def report_runs(results: list[Result]) -> str:
                 f"{min(x.delays_ms):.0f}-{max(x.delays_ms):.0f}",
                 " ".join(f"{ms:+.0f}@{t:.0f}s" for t, ms in x.steps) or "-",
                 f"{x.concealed_pct:.1f}" if deskcast else "-",
-                f"{x.late}/{x.underruns}" if deskcast else "-",
+                f"{x.late}/{x.underruns}" if deskcast else "-", f"{x.hub_gap_ms:.0f}",
             ])
     return table(["configuration", "run", "lost %", "silent %", "dropouts", "corr med",
                   "corr p5", "corr<0.9 %", f"... per {SLICE_S:g} s", "level dB", "delay ms",
-                  "min-max", "steps", "concealed %", "late/underruns"], rows,
-                 right=[False, *[True] * 14])
+                  "min-max", "steps", "concealed %", "late/underruns", "hub gap ms"], rows,
+                 right=[False, *[True] * 15])
 
 
 def main() -> int:
@@ -418,7 +452,9 @@ def main() -> int:
     print(f"per run: corr<0.9 % per {SLICE_S:g} s: the same share for each {SLICE_S:g} s of the "
           f"run in turn; delay min-max: of the one-second delays; steps: the delay moving to a "
           f"new level and staying (median of 5 seconds >= {STEP_MS:g} ms from the 5 before), "
-          "size @ seconds into the run.")
+          "size @ seconds into the run; hub gap ms: where the hub itself was silent (the "
+          f"player fell behind), widened by {GAP_PAD_MS} ms either side: the output is not "
+          "judged there (silence, dropouts, correlation).")
     print_footer(bs, ordered)
     return 1 if any(r.failures for r in ordered) else 0
 
