@@ -91,6 +91,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if _SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.audio)
             item.add_marker(pytest.mark.realtime)
+        elif item.get_closest_marker("audio") is not None:  # starts a server of its own
+            item.add_marker(pytest.mark.realtime)
         elif item.path.parent.name == "integration" and item.path.name in _REALTIME_MODULES:
             item.add_marker(pytest.mark.realtime)
 
