@@ -56,7 +56,8 @@ def test_sinks(text: str, scheme: str, target: str) -> None:
         ("alsa", SRC, "needs a name after 'alsa:'"),
         ("file:", SRC, "nothing after the colon"),
         ("file:a.wav?lop", SRC, "unknown option 'lop'; accepted: loop"),
-        ("pulse?x=1", SRC, "takes no options"),
+        ("pulse?x=1", SINK, "takes no options"),
+        ("pulse?x=1", SRC, "unknown option 'x'; accepted: clock_ppm"),
     ],
 )
 def test_malformed(text: str, direction: Direction, message: str) -> None:
