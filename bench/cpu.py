@@ -1,12 +1,13 @@
 """CPU cost of trx and deskcast at equal settings, measured in the same run.
 
-A private PulseAudio has two null sinks, ``hub`` and ``out``. paplay plays stereo white noise
+A private PulseAudio has the sinks ``hub`` and ``out`` (remapped onto one 4-channel null sink
+``meter``, as for every benchmark; nothing records it here). paplay plays stereo white noise
 (or a tone) into ``hub``; the pipeline under test carries ``hub.monitor`` over UDP on 127.0.0.1
 to ``out`` with 20 ms Opus frames at 128 kbit/s, stereo (trx's defaults, and deskcast's). After a
 warm-up, the utime+stime of the sender and the receiver (with all their threads and children)
 is read from /proc before and after a fixed wall-clock window: CPU seconds per second of audio.
 The sound server's own CPU time over the same window is shown too (it does the capture and
-playback for either pipeline).
+playback for either pipeline, and the remapping onto ``meter``).
 
 Configurations are interleaved (trx, deskcast, trx, deskcast, ...) so that background load
 hits them alike.
@@ -40,6 +41,7 @@ from bench.common import (  # noqa: E402
     Pipeline,
     Procs,
     Progress,
+    add_server_priority,
     cpu_seconds,
     header,
     median,
@@ -165,6 +167,7 @@ def main() -> int:
     parser.add_argument("--configs", metavar="NAMES",
                         help="comma-separated configurations (trx defaults is always "
                         "included): " + ", ".join(c.label for c in CATALOG))
+    add_server_priority(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     args = parser.parse_args()
     if args.quick:
@@ -180,13 +183,13 @@ def main() -> int:
     progress = Progress(args.quiet)
     results = {c.label: Result(c) for c in configs}
     print(header("CPU: sender + receiver, hub.monitor -> UDP 127.0.0.1 -> out, 20 ms frames, "
-                 "128 kbit/s stereo"), flush=True)
+                 f"128 kbit/s stereo ({args.server_priority} PulseAudio)"), flush=True)
     seconds = args.warmup + args.seconds + 5.0
     if args.signal == "noise":
         audio = noise(seconds, RATE, level_db=-20.0, seed=1)
     else:
         audio = tone(1000.0, seconds, RATE, level_db=-12.0)
-    with BenchServer() as bs:
+    with BenchServer(realtime=args.server_priority == "realtime") as bs:
         wav = write_wav(bs.workdir / "signal.wav", audio, RATE)
         setup = Setup(bs, wav, args.warmup, args.seconds)
         for run in range(args.runs):
