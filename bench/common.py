@@ -1,6 +1,7 @@
-"""What the benchmark scripts share: a private PulseAudio with the null sinks ``hub`` and ``out``,
-the two pipelines under test (trx and deskcast) as child processes, time-stamped recording,
-CPU accounting from /proc, dropout detection and plain-text tables.
+"""What the benchmark scripts share: a private PulseAudio with the sinks ``hub`` and ``out`` on
+one meter (``rig.meter``: both recorded on one sample clock), the two pipelines under test (trx
+and deskcast) as child processes, CPU accounting from /proc, dropout detection and plain-text
+tables.
 
 The scripts put the repository root and ``tests/`` on ``sys.path`` before importing this module
 (``rig`` lives in ``tests/rig``).
@@ -36,7 +37,6 @@ import numpy as np
 import numpy.typing as npt
 
 from rig import SoundServer
-from rig.capture import Recorder
 from rig.meter import Meter
 from rig.signals import Audio, to_mono
 
@@ -385,54 +385,6 @@ def worktree(rev: str, parent: Path) -> Iterator[Path]:
     finally:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(path)],
                        capture_output=True, check=False)
-
-
-# --------------------------------------------------------------------------- #
-# recording with a wall-clock time base
-# --------------------------------------------------------------------------- #
-
-
-class TimedRecorder(Recorder):
-    """A :class:`rig.capture.Recorder` that also notes when each chunk arrived, so that two
-    recordings of different sources can be put on one time axis (:meth:`start_time`).
-
-    A null sink hands its monitor the audio as it renders it, so a chunk that arrives at wall
-    time ``t`` ends with the frame rendered at about ``t``; the smallest ``t - frames/rate``
-    over all chunks is when frame 0 was rendered (the delivery delay at its floor, a fraction
-    of a millisecond). Checked against two recordings of the same source: within 0.1 ms.
-    """
-
-    def __init__(self, server: SoundServer, source: str, rate: int = RATE,
-                 channels: int = 2) -> None:
-        super().__init__(server, source, rate, channels, linger=0.0)
-        self.arrivals: list[tuple[float, int]] = []
-
-    def _pump(self) -> None:
-        proc = self._proc
-        if proc is None or proc.stdout is None:
-            return
-        fd = proc.stdout.fileno()
-        frame_bytes = 2 * self.channels
-        while True:
-            try:
-                chunk = os.read(fd, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            now = time.monotonic()
-            with self._lock:
-                self._buf.extend(chunk)
-                frames = len(self._buf) // frame_bytes
-            self.arrivals.append((now, frames))
-            self._got_data.set()
-
-    def start_time(self) -> float:
-        """time.monotonic() at which frame 0 of :attr:`audio` was rendered."""
-        if not self.arrivals:
-            raise BenchError(f"no audio recorded from {self.source}")
-        arr = np.asarray(self.arrivals, dtype=np.float64)
-        return float(np.min(arr[:, 0] - arr[:, 1] / self.rate))
 
 
 # --------------------------------------------------------------------------- #
