@@ -160,7 +160,7 @@ def measure_once(pipeline: Pipeline, result: Result, setup: Setup, tag: str) -> 
         time.sleep(setup.warmup_s)
         configured = out_sink_latency_ms(server)
         tracker = EventTracker(rec, max_delay_s=MAX_DELAY_S, gap_ms=GAP_MS)
-        with SignalPlayer(server, "hub", MarkerSignal(), setup.seconds) as player:
+        with SignalPlayer(server, "hub", MarkerSignal(), setup.seconds, latency_ms=500) as player:
             deadline = time.monotonic() + setup.seconds + 15
             while player.running():
                 if time.monotonic() > deadline:

@@ -210,7 +210,8 @@ def run(args: argparse.Namespace, progress: Progress) -> Soak:
             t0 = time.monotonic()
             last = (t0, cpu_seconds(tx.proc.pid), cpu_seconds(rx.proc.pid))
             soak.load.start()
-            with SignalPlayer(bs.server, "hub", MarkerSignal(), seconds + 2) as player:
+            with SignalPlayer(bs.server, "hub", MarkerSignal(), seconds + 2,
+                              latency_ms=500) as player:
                 next_at = t0 + args.every
                 while next_at <= t0 + seconds + 1e-6:
                     time.sleep(max(0.0, next_at - time.monotonic()))
