@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
@@ -60,11 +61,18 @@ def test_config_path_follows_xdg(tmp_path: Path) -> None:
     assert config.default_config_path({"DESKCAST_CONFIG": "/x.toml"}) == Path("/x.toml")
 
 
-def test_every_option_explains_its_default() -> None:
-    for opt in config.OPTIONS:
-        assert len(opt.help) > 15, opt.name
-        if opt.name.endswith("_ms"):
-            assert opt.type is float
+def test_every_option_is_explained_and_its_flag_shows_its_default() -> None:
+    for section, options in config.SECTIONS.items():
+        parser = argparse.ArgumentParser()
+        config.add_arguments(parser, [section])
+        shown = {action.dest: str(action.help) for action in parser._actions}
+        for opt in options:
+            assert len(opt.help) > 15, opt.name
+            if opt.default is not None:
+                assert f"(default {opt.default})" in shown[opt.name].replace("%%", "%"), \
+                    opt.name
+            if opt.name.endswith("_ms"):
+                assert opt.type is float
 
 
 def test_low_latency_preset_changes_only_defaults(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from deskcast.endpoints import Direction, Endpoint
 from deskcast.media import AudioFormat, PcmBlock
 from deskcast.transport.arrival import SO_TIMESTAMPNS, STAMP_SPACE, ArrivalClock, kernel_stamp
 from deskcast.transport.jitter import JitterBuffer
-from deskcast.transport.receiver import RtpReceiver
+from deskcast.transport.receiver import ReceiverStats, RtpReceiver
 from deskcast.transport.rtp import RtpPacket
 
 from .fakes import FakeClock
@@ -43,15 +43,33 @@ def tone_packets(n: int, ssrc: int = 0xABCD, pt: int = 96, ts_step: int = 960
     return out
 
 
+def accounted(stats: ReceiverStats) -> int:
+    """Datagrams the receiver put somewhere: played, RTCP, FEC repair, or dropped for a
+    reason (RTCP that does not parse is counted as RTCP and dropped as "rtcp")."""
+    return (stats.packets + stats.rtcp + stats.fec_packets + sum(stats.dropped.values())
+            - stats.dropped["rtcp"])
+
+
+def tone_reads(rx: RtpReceiver, reads: int) -> int:
+    """How many of the next ``reads`` blocks carry the -12 dBFS tone of tone_packets."""
+    return sum(0.2 < float(np.abs(rx.read().as_float()).max()) < 0.3 for _ in range(reads))
+
+
 @settings(max_examples=400, deadline=None)
 @given(st.lists(st.binary(max_size=1600), max_size=20))
 def test_random_datagrams_are_counted_and_dropped(datagrams: list[bytes]) -> None:
+    """Each datagram is counted once, as what it turned out to be (most: dropped, by
+    reason); playout goes on, and a real sender that comes next is played."""
     rx = make_receiver()
     for i, data in enumerate(datagrams):
         rx.handle(data, i * 0.001)
-    assert rx.stats.datagrams == len(datagrams)
+    assert rx.stats.datagrams == len(datagrams) == accounted(rx.stats)
     for _ in range(5):
         assert rx.read().frames > 0
+    # Whatever the garbage passed for went quiet long before (takeover: 100 ms).
+    for k, pkt in enumerate(tone_packets(10)):
+        rx.handle(pkt, 1.0 + 0.02 * k)
+    assert tone_reads(rx, 12) >= 10               # 10 frames of 20 ms, read in 20 ms frames
 
 
 @pytest.mark.cpu_heavy  # 200 examples of 30 Opus packets: never beside a realtime test
@@ -69,8 +87,11 @@ def test_mutated_packets_between_good_ones_do_not_stop_playout(data: st.DataObje
             rx.handle(bytes(bad[: data.draw(st.integers(0, len(bad)))]), now)
         rx.handle(pkt, now)
         now += 0.02
+    # Playout never stopped: nearly every read is loud (a frame whose payload was mutated
+    # plays as whatever it decodes to, not necessarily the tone; one whose timestamp was
+    # may be concealed; measured over 1500 random runs: 23 of 28 reads or more).
     levels = [float(np.abs(rx.read().as_float()).max()) for _ in range(28)]
-    assert max(levels) > 0.1
+    assert sum(level > 0.1 for level in levels) >= 20, levels
 
 
 def test_trx_stream_is_recognised_by_its_8khz_timestamps() -> None:

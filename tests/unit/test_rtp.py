@@ -282,11 +282,11 @@ def assert_rtcp_or_error(data: bytes) -> None:
         assert "\n" not in str(err)
     else:
         for packet in packets:
-            # whatever was parsed is in range and serializes again (APP data once whole words)
-            if isinstance(packet, AppPacket):
-                assert bytes(replace(packet, data=packet.data[: len(packet.data) // 4 * 4]))
-            else:
-                assert bytes(packet)
+            # whatever was parsed is in range, serializes again (APP data once whole words)
+            # and reads back as itself
+            whole = replace(packet, data=packet.data[: len(packet.data) // 4 * 4]) \
+                if isinstance(packet, AppPacket) else packet
+            assert parse_rtcp(bytes(whole)) == [whole]
 
 
 @FAST

@@ -10,6 +10,7 @@ import stat
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -288,11 +289,22 @@ def test_an_unauthenticated_sender_cannot_take_over_even_when_the_real_one_is_si
 
 
 def test_unkeyed_receiver_drops_srtp_as_undecodable_not_as_auth() -> None:
-    """Without --key nothing changes: SRTP packets are parsed as RTP (garbled Opus)."""
-    rx = make_receiver(key=None)
-    for i, p in enumerate(opus_packets(5, ssrc=1)):
-        rx.handle(p, i * 0.02)
-    assert rx.stats.packets == 5 and "auth" not in rx.stats.dropped
+    """Without --key nothing changes: SRTP packets are parsed as RTP (their headers are in
+    the clear) and play as garbled Opus, never the sender's audio; none is dropped as a
+    failed authentication."""
+    def played(protect: bool) -> npt.NDArray[np.float64]:
+        rx = make_receiver(key=None)
+        tx = SrtpSender(KEY)
+        for i, p in enumerate(opus_packets(5, ssrc=1)):
+            rx.handle(tx.protect(p) if protect else p, i * 0.02)
+        assert rx.stats.packets == 5 and not rx.stats.dropped
+        return np.concatenate([rx.read().as_float()[:, 0] for _ in range(4)])[:3 * 960]
+
+    clean, garbled = played(False), played(True)
+    assert np.abs(clean).max() == pytest.approx(0.25, abs=0.01)   # the tone, when in clear
+    similarity = float(np.dot(clean, garbled) / (np.linalg.norm(clean) * np.linalg.norm(garbled)
+                                                  + 1e-12))
+    assert abs(similarity) < 0.5
 
 
 def test_fec_repair_packets_travel_through_srtp_and_rebuild_a_loss() -> None:
