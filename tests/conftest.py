@@ -91,9 +91,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if _SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.audio)
             item.add_marker(pytest.mark.realtime)
-        elif item.get_closest_marker("audio") is not None:  # starts a server of its own
-            item.add_marker(pytest.mark.realtime)
-        elif item.path.parent.name == "integration" and item.path.name in _REALTIME_MODULES:
+            continue
+        own_server = item.get_closest_marker("audio") is not None  # e.g. rig's start/stop
+        listed = item.path.parent.name == "integration" and item.path.name in _REALTIME_MODULES
+        if own_server or listed:
             item.add_marker(pytest.mark.realtime)
 
 
