@@ -273,7 +273,7 @@ def test_time_the_device_loses_is_dropped_within_seconds(ppm: float) -> None:
     run = simulate(ppm, 400.0, stall_at=(300.0,), stall_s=0.07)
     assert run.stalls == 1
     before = statistics.mean(run.total_ms[250:300])
-    assert statistics.mean(run.total_ms[300:302]) > before + 20.0       # it did lose time
+    assert max(run.total_ms[300:302]) > before + 20.0       # it did lose time
     assert abs(statistics.mean(run.total_ms[303:306]) - before) < 3.0
     assert abs(statistics.mean(run.total_ms[350:400]) - before) < 4.0
     assert not [t for t in run.dry_at if t > 250]
