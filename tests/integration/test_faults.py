@@ -30,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from deskcast.transport.receiver import EXPAND_FADE_S, EXPAND_HOLD_S
 from deskcast.transport.rtp import RtpPacket
 from rig import HUB, OUT, SoundServer
 from rig.capture import Recorder
@@ -207,25 +208,29 @@ def cpu_s(pid: int) -> float:
 @dataclass(frozen=True)
 class NetCase:
     impairment: Impairment
-    max_gap_ms: float
+    max_gap_ms: float = 0.0
     """Longest silence allowed inside the output (loss is concealed, late audio expanded)."""
-    max_excess_pct: float = 1.0
+    max_excess_pct: float = 0.0
     """Concealed fraction allowed above the proxy's measured drop rate."""
     extra: tuple[str, ...] = field(default=())
 
 
+# Measured at 8a5dde2 and 4ed2b4d (7 runs each: 4 on a quiet machine, 2 beside one busy
+# core, 1 beside two): no gap at all in any case but bursts6-10 (55-75 ms: Opus' concealment
+# of 120-200 ms fades out), and nothing concealed beyond what the proxy dropped (loss and
+# bursts: 0.01-1.3 points under it; jitter, reorder, duplicates: 0.00 %).
 NET_CASES = {
-    "loss1": NetCase(Impairment(loss=0.01), 20),
-    "loss5": NetCase(Impairment(loss=0.05), 20),
-    "loss10": NetCase(Impairment(loss=0.10), 20),
-    "loss20": NetCase(Impairment(loss=0.20), 20),
-    "bursts3-6": NetCase(Impairment(burst_loss=0.02, burst_length=(3, 6)), 60),
-    "bursts6-10": NetCase(Impairment(burst_loss=0.02, burst_length=(6, 10)), 150),
-    "jitter5": NetCase(Impairment(jitter_ms=5.0), 10),
-    "jitter20": NetCase(Impairment(jitter_ms=20.0), 10),
-    "jitter50": NetCase(Impairment(jitter_ms=50.0), 10),
-    "reorder10": NetCase(Impairment(reorder=0.10), 10),
-    "duplicate20": NetCase(Impairment(duplicate=0.20), 10),
+    "loss1": NetCase(Impairment(loss=0.01)),
+    "loss5": NetCase(Impairment(loss=0.05)),
+    "loss10": NetCase(Impairment(loss=0.10)),
+    "loss20": NetCase(Impairment(loss=0.20)),
+    "bursts3-6": NetCase(Impairment(burst_loss=0.02, burst_length=(3, 6))),
+    "bursts6-10": NetCase(Impairment(burst_loss=0.02, burst_length=(6, 10)), 100),
+    "jitter5": NetCase(Impairment(jitter_ms=5.0)),
+    "jitter20": NetCase(Impairment(jitter_ms=20.0)),
+    "jitter50": NetCase(Impairment(jitter_ms=50.0)),
+    "reorder10": NetCase(Impairment(reorder=0.10)),
+    "duplicate20": NetCase(Impairment(duplicate=0.20)),
 }
 NET_SEED = 2
 """Gives 1.3/5.3/9.3/18 % random loss over the first 150 packets: close to nominal."""
@@ -233,9 +238,11 @@ NET_SEED = 2
 
 @pytest.mark.parametrize("case", list(NET_CASES.values()), ids=list(NET_CASES))
 def test_network_impairment(cli: Cli, tmp_path: Path, case: NetCase) -> None:
-    """3 s of a 1 kHz tone through the proxy: the concealed fraction is at most the measured
-    drop rate + 1 %, the pitch is right within 1 Hz and no gap is longer than the case allows
-    (0 ms where nothing is lost: jitter, reorder and duplicates are absorbed)."""
+    """3 s of a 1 kHz tone through the proxy: nothing is concealed beyond what the proxy
+    dropped, the pitch is right within 1 Hz, every sent frame is played (what is heard is the
+    3 s, plus what expanding for late packets added, plus the fade after the last one), and
+    there is no gap at all: loss is concealed and jitter, reorder and duplicates absorbed
+    (only bursts of 6-10 lost packets fade out, for up to 100 ms)."""
     port = free_port_pair()
     rx = receive(cli, port, tmp_path / "rx.wav", 4.5)
     with ImpairmentProxy(("127.0.0.1", port), case.impairment, seed=NET_SEED) as proxy:
@@ -257,11 +264,14 @@ def test_network_impairment(cli: Cli, tmp_path: Path, case: NetCase) -> None:
           f"late={stats['late']} dup={stats['duplicates']} underruns={stats['underruns']} "
           f"proxy: dropped={ps.dropped}/{ps.received} duplicated={ps.duplicated} "
           f"reordered={ps.reordered}")
-    assert ps.received > 140
+    assert ps.received == 150
     assert concealed <= drop_pct + case.max_excess_pct
     assert freq == pytest.approx(1000.0, abs=1.0)
     assert gap <= case.max_gap_ms
-    assert len(heard) / RATE > 2.8
+    expanded_ms = stats["expanded_ms"]
+    assert isinstance(expanded_ms, float)
+    played_s = len(heard) / RATE - expanded_ms / 1000
+    assert 3.0 <= played_s <= 3.0 + EXPAND_HOLD_S + EXPAND_FADE_S + 0.01, played_s
     if case.impairment.duplicate:  # each copy was seen and dropped
         assert isinstance(stats["duplicates"], int)
         assert stats["duplicates"] >= 0.9 * ps.duplicated > 20
