@@ -229,10 +229,33 @@ class RtpReceiver(Source):
         self._stop = threading.Event()
         self._pts = 0
         self._expanded = 0
+        self._corrections: collections.deque[tuple[int, float]] = collections.deque()
+        """(input samples, ratio) of each frame resampled in the last second of input."""
+        self._corrected = 0
+        """... and the samples they add up to."""
 
     @property
     def name(self) -> str:
         return f"rtp://{self.host or '*'}:{self.port}"
+
+    def _note_correction(self, samples: int, ratio: float) -> None:
+        corrections = self._corrections
+        corrections.append((samples, ratio))
+        self._corrected += samples
+        while self._corrected - corrections[0][0] >= self.fmt.rate:
+            self._corrected -= corrections.popleft()[0]
+
+    @property
+    def correction_ppm(self) -> float | None:
+        """The correction applied over the last second of input (1 - ratio in ppm: positive
+        consumes the input faster, for a sender whose clock runs ahead of the sink's): the
+        drift estimate plus what the level term and the play-out add. None without drift
+        correction or before the first frame."""
+        frames = list(self._corrections)
+        total = sum(n for n, _ in frames)
+        if not total:
+            return None
+        return 1e6 * sum(n * (1.0 - r) for n, r in frames) / total
 
     # --- network side ---------------------------------------------------------------------
 
@@ -500,6 +523,7 @@ class RtpReceiver(Source):
             if 0 < trim < block.frames:  # the rest of what a stall piled up
                 block = PcmBlock(block.data[trim * self.fmt.frame_bytes:], self.fmt, self._pts)
             if self.drift is not None:
+                self._note_correction(block.frames, ratio)
                 block = self.resampler.process(block, ratio)
         self._pts += block.frames
         return block
@@ -579,6 +603,7 @@ class RtpReceiver(Source):
             "decode_errors": self.stats.decode_errors,
             "fec_recovered": self.stats.fec_recovered,
             "drift_ppm": 0.0 if self.drift is None else round(self.drift.drift_ppm, 1),
+            "correction_ppm": None if (c := self.correction_ppm) is None else round(c, 1),
             "sink_ppm": None if self.drift is None or self.drift.sink_ppm is None
             else round(self.drift.sink_ppm, 1),
             "latency_ms": 1000 * jb.depth_samples / self.fmt.rate + self.output_latency_ms,
