@@ -305,8 +305,15 @@ def test_deskcast_send_trx_into_trx_rx(sound_server: SoundServer, cli: Cli) -> N
 
 def test_clock_drift_is_followed_without_running_dry(cli: Cli, tmp_path: Path) -> None:
     """A sender whose clock runs 1000 ppm slow for a minute: uncorrected, the 40 ms buffer
-    would run dry after 40 s and again and again; corrected, it stays put, and the receiver
-    measures the drift. (An hour at +-300 ppm: tests/unit/test_drift.py.)"""
+    would run dry after 40 s and again and again; corrected, it stays put, the receiver
+    measures the drift to a few ppm within the minute (README), applies it, and the tone is
+    played at the sender's speed: 999 Hz. (An hour at +-300 ppm: tests/unit/test_drift.py.)
+
+    Measured on 2026-12-07 (5 runs, one beside a busy core): the first estimate at ~12 s
+    read -998 to -1010 ppm, ``drift_ppm`` (the mean of the last ten seconds) -999.5 to
+    -1001.8 at the end; the correction applied in the last second -998 to -1031 ppm (the
+    level term still pulling back the ~12 ms the buffer lost before the estimate came); the
+    last 30 s at 998.96 to 999.00 Hz."""
     ppm = -1000.0
     port = free_port_pair()
     out = tmp_path / "rx.wav"
@@ -320,13 +327,21 @@ def test_clock_drift_is_followed_without_running_dry(cli: Cli, tmp_path: Path) -
                out.with_suffix(".json").read_text().strip().splitlines()]
     late = [r for r in records if 10 <= r["elapsed_s"] <= 59.5]
     assert late, records
-    assert late[-1]["drift_ppm"] < -400                   # the drift was learnt
-    assert late[-1]["skipped_ms"] == 0 and late[-1]["underruns"] <= 2
-    tail = [r["buffer_ms"] for r in late if r["elapsed_s"] >= 40]
-    assert sum(tail) / len(tail) >= 15, tail  # on target reads 20 (after a pop); uncorrected ~10
     x, _ = read_wav(out)
     heard = audible(x)
-    assert dominant_frequency(heard[RATE:], RATE) == pytest.approx(1000.0, abs=2.0)
+    pitch = dominant_frequency(heard[-31 * RATE: -RATE], RATE)
+    last = late[-1]
+    print(f"MEASURED drift {ppm:+.0f} ppm: drift_ppm {last['drift_ppm']}, correction_ppm "
+          f"{last['correction_ppm']} at {last['elapsed_s']:.0f} s; last 30 s at {pitch:.3f} Hz")
+    assert last["drift_ppm"] == pytest.approx(ppm, abs=5.0)   # the drift was learnt
+    # ... and applied: the estimate plus the level term, a few tens of ppm here
+    assert last["correction_ppm"] == pytest.approx(ppm, abs=100.0)
+    assert last["skipped_ms"] == 0 and last["underruns"] <= 2
+    tail = [r["buffer_ms"] for r in late if r["elapsed_s"] >= 40]
+    assert sum(tail) / len(tail) >= 15, tail  # on target reads 20 (after a pop); uncorrected ~10
+    # The slow sender's 1 kHz is 999 Hz in real time; 998 would be the controller at its
+    # 2 per mille limit, 1000 no correction.
+    assert pitch == pytest.approx(1000.0 * (1 + ppm / 1e6), abs=0.1)
 
 
 @pytest.mark.parametrize("group, target", [("239.255.77.1", "239.255.77.1:{port}"),
