@@ -193,6 +193,28 @@ def add_server_priority(parser: argparse.ArgumentParser) -> None:
                         "PulseAudio gets from rtkit) or normal (like the test suite's server)")
 
 
+def add_load(parser: argparse.ArgumentParser) -> None:
+    """``--load N``: N busy processes beside the runs (see :func:`cpu_load`)."""
+    parser.add_argument("--load", type=int, default=0, metavar="N",
+                        help="run N busy processes (normal priority) beside the pipelines, "
+                        "as a desktop busy with other work would (0)")
+
+
+@contextlib.contextmanager
+def cpu_load(processes: int) -> Iterator[None]:
+    """``processes`` children spinning at normal priority while the ``with`` runs: a machine
+    busy with something else (on 2 CPUs, 2 of them keep both busy)."""
+    spin = [sys.executable, "-c", "while True: pass"]
+    children = [subprocess.Popen(spin, preexec_fn=_die_with_parent)  # noqa: PLW1509
+                for _ in range(processes)]
+    try:
+        yield
+    finally:
+        for child in children:
+            child.kill()
+            child.wait()
+
+
 class BenchServer:
     """A private PulseAudio with the sinks ``hub`` and ``out`` on one :class:`rig.meter.Meter`
     (``meter``: hub on channels 0-1, out on 2-3; record ``meter.monitor`` to have both on one

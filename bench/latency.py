@@ -17,6 +17,8 @@ median delay, its steps (the delay moving to a new level and staying), and the g
     .venv/bin/python bench/latency.py --quick    # 1 run x 20 s
     .venv/bin/python bench/latency.py --ab 8a5dde2   # also the same configurations at 8a5dde2
     .venv/bin/python bench/latency.py --sweep    # also try low-latency variations of deskcast
+    .venv/bin/python bench/latency.py --runs 1 --seconds 300 --server-priority normal --load 2
+                                    # 5 minutes each, a normal-priority server, both CPUs busy
 """
 
 from __future__ import annotations
@@ -48,7 +50,9 @@ from bench.common import (  # noqa: E402
     Pipeline,
     Procs,
     Progress,
+    add_load,
     add_server_priority,
+    cpu_load,
     header,
     median,
     percentile,
@@ -268,6 +272,7 @@ def main() -> int:
                         "worktree run by the same venv), interleaved with the others; repeat "
                         "for more revisions")
     add_server_priority(parser)
+    add_load(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="also print every chirp's delay, the steps and the gaps, run by run")
@@ -287,11 +292,12 @@ def main() -> int:
             parser.error(f"unknown configuration(s) {', '.join(unknown)}")
         configs = [TRX_DEFAULT, *(by_label[n] for n in wanted if n != TRX_DEFAULT.label)]
     progress = Progress(args.quiet)
+    load = f", {args.load} busy processes beside" if args.load else ""
     print(header("Latency: hub -> hub.monitor -> sender -> UDP 127.0.0.1 -> receiver -> out, "
-                 f"both on one sample clock ({args.server_priority} PulseAudio), "
+                 f"both on one sample clock ({args.server_priority} PulseAudio{load}), "
                  f"{args.runs} x {args.seconds:g} s"), flush=True)
     with BenchServer(realtime=args.server_priority == "realtime") as bs, \
-            contextlib.ExitStack() as trees:
+            contextlib.ExitStack() as trees, cpu_load(args.load):
         for rev in args.ab:
             try:
                 src = trees.enter_context(worktree(rev, bs.workdir))

@@ -25,6 +25,7 @@ third is at most 20 % (relative, or 0.5 % of a core) above the first third's; ot
     .venv/bin/python bench/soak.py                # 60 minutes (1.4 GB recording, deleted after)
     .venv/bin/python bench/soak.py --quick        # 3 minutes
     .venv/bin/python bench/soak.py --minutes 480 --ppm -150
+    .venv/bin/python bench/soak.py --load 2     # with both CPUs kept busy beside it
 """
 
 from __future__ import annotations
@@ -54,7 +55,9 @@ from bench.common import (  # noqa: E402
     MachineLoad,
     Procs,
     Progress,
+    add_load,
     add_server_priority,
+    cpu_load,
     cpu_seconds,
     free_port_pair,
     header,
@@ -190,7 +193,7 @@ def run(args: argparse.Namespace, progress: Progress) -> Soak:
     soak = Soak(minutes=args.minutes)
     seconds = 60 * args.minutes
     with BenchServer(realtime=args.server_priority == "realtime") as bs, \
-            Procs(bs.workdir) as procs, StealWatch() as steal:
+            Procs(bs.workdir) as procs, StealWatch() as steal, cpu_load(args.load):
         port = free_port_pair()
         rx_stats = bs.workdir / "rx.json"
         source = f"pulse:hub.monitor?clock_ppm={args.ppm:g}"
@@ -409,6 +412,7 @@ def main() -> int:
     parser.add_argument("--ppm", type=float, default=300.0,
                         help="the sender's capture clock error in ppm (300; + is fast)")
     add_server_priority(parser)
+    add_load(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     args = parser.parse_args()
     if args.quick:
@@ -416,7 +420,9 @@ def main() -> int:
     progress = Progress(args.quiet)
     print(header(f"Soak: hub -> send (capture clock {args.ppm:+g} ppm) -> UDP 127.0.0.1 -> "
                  f"receive -> out, measured from the audio on one sample clock "
-                 f"({args.server_priority} PulseAudio), {args.minutes:g} min"), flush=True)
+                 f"({args.server_priority} PulseAudio"
+                 f"{f', {args.load} busy processes beside' if args.load else ''}), "
+                 f"{args.minutes:g} min"), flush=True)
     try:
         soak = run(args, progress)
     except BenchError as err:
