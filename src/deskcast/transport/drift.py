@@ -478,6 +478,19 @@ class DriftController:
             return self.drift * 1e6
         return statistics.fmean(self._drift_seconds) * 1e6
 
+    def clock_fields(self) -> dict[str, float | None]:
+        """What the controller believes, for --stats-json: the clocks as measured (ppm; None
+        until measured), the parts of the correction, the level and its set-point (ms)."""
+        def ppm(x: float | None) -> float | None:
+            return None if x is None else round(x * 1e6, 1)
+
+        def ms(x: float | None) -> float | None:
+            return None if x is None else round(1000 * x / self.rate, 2)
+
+        return {"sender_ppm": ppm(self.sender.slope), "e2e_ppm": ppm(self.end_to_end.slope),
+                "feed_forward_ppm": ppm(self.feed_forward), "integral_ppm": ppm(self.integral),
+                "level_ms": ms(self.depth), "setpoint_ms": ms(self.setpoint)}
+
     def sender_clock(self, timestamp: int, arrival_s: float) -> None:
         """A packet with (extended) RTP ``timestamp`` arrived at ``arrival_s``."""
         self.sender.add(arrival_s, timestamp / self.rate)

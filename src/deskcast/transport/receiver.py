@@ -606,6 +606,7 @@ class RtpReceiver(Source):
             "correction_ppm": None if (c := self.correction_ppm) is None else round(c, 1),
             "sink_ppm": None if self.drift is None or self.drift.sink_ppm is None
             else round(self.drift.sink_ppm, 1),
+            **({} if self.drift is None else self.drift.clock_fields()),
             "latency_ms": 1000 * jb.depth_samples / self.fmt.rate + self.output_latency_ms,
             "delay_ms": None if delay is None else round(delay[0], 2),
             "sink_ms": None if delay is None else round(delay[1], 2),
