@@ -47,6 +47,26 @@ target is ~300 ms; the margin is for a 2-core machine shared with other tests)."
 MAX_CLI_ONSET_S = 2.0
 """The same, counted from the start of the `deskcast route X` command (+ Python's start-up)."""
 SILENT_DB = -70.0
+SHARED_CLOCK_PPM = 150.0
+"""Largest drift correction the receiver may apply (``correction_ppm`` in its --stats-json):
+the hub and the receiver's sink are null sinks of one sound server, one clock; the pitch
+windows below cannot tell the controller at its 2000 ppm limit from none."""
+
+
+def correction_ppm(stats: Path, timeout: float = 3.0) -> float:
+    """What the receiver corrected over the last second of input, from the first line of its
+    --stats-json written after this is called (a line a second: the last one may be from
+    before the stream being checked started)."""
+    seen = len(stats.read_text().splitlines())
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lines = stats.read_text().splitlines()
+        if len(lines) > seen + 1:  # one whole new line (the last may be being written)
+            value = json.loads(lines[seen]).get("correction_ppm")
+            assert isinstance(value, float), lines[seen]
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"no new --stats-json line from the receiver in {timeout} s")
 
 
 def _use(server: SoundServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[SoundServer]:
@@ -228,7 +248,9 @@ def start_apps(pa: SoundServer, tmp_path: Path, seconds: float) -> list[subproce
 def test_many_switches(pa: SoundServer, route: Route, cli: Cli, tmp_path: Path) -> None:
     pa.create_null_sink("remote", rate=RATE, channels=2)
     port = free_port_pair()
-    rx = cli.start("receive", f"127.0.0.1:{port}", "-o", "pulse:remote", "-q")
+    rx_stats = tmp_path / "rx.json"
+    rx = cli.start("receive", f"127.0.0.1:{port}", "-o", "pulse:remote", "-q",
+                   "--stats-json", str(rx_stats))
     host = f"127.0.0.1:{port}"
     apps: list[subprocess.Popen[bytes]] = []
     onsets: dict[str, list[float]] = {"local": [], "local (cli)": [], "host": [],
@@ -295,6 +317,7 @@ def test_many_switches(pa: SoundServer, route: Route, cli: Cli, tmp_path: Path) 
                 # a busy machine) biases the pitch of a shorter window by several Hz
                 heard = tail(remote, 0.4)
                 assert dominant_frequency(heard, RATE) == pytest.approx(FREQ, abs=3.0)
+                assert abs(correction_ppm(rx_stats)) <= SHARED_CLOCK_PPM
                 assert level_db(heard) == pytest.approx(MIX_DB, abs=1.5)
                 time.sleep(0.15)  # the loopback's last ~30 ms drain
                 assert level_db(tail(speakers, 0.1)) < SILENT_DB
@@ -422,7 +445,9 @@ def test_receiver_found_by_name(pa_only: SoundServer, route: Route, cli: Cli,
     pa.create_null_sink("remote", rate=RATE, channels=2)
     port = free_port_pair()
     name = f"dctest-{os.getpid()}-{port}"
-    rx = cli.start("-v", "receive", f":{port}", "-o", "pulse:remote", "-q", "--announce", name)
+    rx_stats = tmp_path / "rx.json"
+    rx = cli.start("-v", "receive", f":{port}", "-o", "pulse:remote", "-q", "--announce", name,
+                   "--stats-json", str(rx_stats))
     apps: list[subprocess.Popen[bytes]] = []
     try:
         route("none")
@@ -441,6 +466,7 @@ def test_receiver_found_by_name(pa_only: SoundServer, route: Route, cli: Cli,
             assert onset_s(remote, mark) is not None
             heard = tail(remote, 0.25)
             assert dominant_frequency(heard, RATE) == pytest.approx(FREQ, abs=3.0)
+            assert abs(correction_ppm(rx_stats)) <= SHARED_CLOCK_PPM
     finally:
         for app in apps:
             app.terminate()
@@ -503,7 +529,8 @@ def test_hub_lost_under_a_host_route_is_made_again(pa_only: SoundServer, route: 
     again: nobody has to touch the route."""
     pa = pa_only
     port = free_port_pair()
-    rx = cli.start("receive", f":{port}", "-o", "pulse:out", "-q")
+    rx_stats = tmp_path / "rx.json"
+    rx = cli.start("receive", f":{port}", "-o", "pulse:out", "-q", "--stats-json", str(rx_stats))
     apps: list[subprocess.Popen[bytes]] = []
     try:
         route(f"127.0.0.1:{port}")
@@ -534,6 +561,7 @@ def test_hub_lost_under_a_host_route_is_made_again(pa_only: SoundServer, route: 
         print(f"\nhub made again {remade_s:.2f} s after it was lost; sound back after "
               f"another {back:.2f} s")
         assert dominant_frequency(heard, RATE) == pytest.approx(FREQ, abs=2.0)
+        assert abs(correction_ppm(rx_stats)) <= SHARED_CLOCK_PPM
         assert route()["legs"][0]["restarts"] == 0  # nothing had to die for this
         for app in apps:
             assert app.poll() is None
