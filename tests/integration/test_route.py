@@ -256,6 +256,7 @@ def test_many_switches(pa: SoundServer, route: Route, cli: Cli, tmp_path: Path) 
     onsets: dict[str, list[float]] = {"local": [], "local (cli)": [], "host": [],
                                       "host (cli)": [], "web (cli)": []}
     switches = 0
+    pitches: list[float] = []  # the receiver's, over the first 0.25 s of each host leg
     try:
         st = route("none")  # starts the daemon, which creates the hub and makes it default
         switches += 1
@@ -313,10 +314,13 @@ def test_many_switches(pa: SoundServer, route: Route, cli: Cli, tmp_path: Path) 
                 onset = onset_s(remote, mark)
                 assert onset is not None, f"cycle {cycle}: no sound at {host}"
                 onsets["host" + tag].append(onset)
-                # 0.4 s: a seam in the first moments of a new stream (the receiver settling,
-                # a busy machine) biases the pitch of a shorter window by several Hz
-                heard = tail(remote, 0.4)
-                assert dominant_frequency(heard, RATE) == pytest.approx(FREQ, abs=3.0)
+                # The first 0.25 s of the new stream. (It read 443.5 Hz once: the receiver ran
+                # dry right after the start on a loaded machine, its network and libpulse
+                # threads then at normal priority, and 20 ms of concealment were spliced to
+                # the late packet; e4573ee runs them at the audio thread's SCHED_FIFO.)
+                heard = tail(remote, 0.25)
+                pitches.append(dominant_frequency(heard, RATE))
+                assert pitches[-1] == pytest.approx(FREQ, abs=3.0)
                 assert abs(correction_ppm(rx_stats)) <= SHARED_CLOCK_PPM
                 assert level_db(heard) == pytest.approx(MIX_DB, abs=1.5)
                 time.sleep(0.15)  # the loopback's last ~30 ms drain
@@ -383,7 +387,8 @@ def test_many_switches(pa: SoundServer, route: Route, cli: Cli, tmp_path: Path) 
               for k, v in onsets.items() if v}
     print(f"\n{pa.kind}: {switches} switches; sound after `route X` started, s (min, median, "
           f"max): {report}; `route` command wall time median "
-          f"{float(np.median(route.times)):.3f} s, max {max(route.times):.3f} s")
+          f"{float(np.median(route.times)):.3f} s, max {max(route.times):.3f} s; host pitch "
+          f"{min(pitches):.2f}-{max(pitches):.2f} Hz over the first 0.25 s")
     limits = {"local": MAX_ONSET_S, "host": MAX_ONSET_S, "local (cli)": MAX_CLI_ONSET_S,
               "host (cli)": MAX_CLI_ONSET_S,
               "web (cli)": MAX_CLI_ONSET_S + 1.0}  # + serve's start and the HTTP request
