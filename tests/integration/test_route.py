@@ -42,10 +42,14 @@ APLAY_FREQ = 660.0
 when each app started); 440 Hz at -15 dBFS + 660 Hz at -21 dBFS = -14.0 dBFS."""
 MIX_DB = -14.0
 MAX_ONSET_S = 1.0
-"""Sound at the new destination within this long after the daemon was asked to switch (the
-target is ~300 ms; the margin is for a 2-core machine shared with other tests)."""
+"""Sound at the new destination within this long after the daemon was asked to switch. Far
+above the README's 0.01-0.05 s (local) and 0.06-0.14 s (host) on purpose: this test runs on a
+2-core machine shared with other tests, and only catches a switch that hangs. The documented
+figures are asserted by ``bench/switch.py`` (from a recording on one sample clock; it exits 1
+when they are not met)."""
 MAX_CLI_ONSET_S = 2.0
-"""The same, counted from the start of the `deskcast route X` command (+ Python's start-up)."""
+"""The same, counted from the start of the `deskcast route X` command (+ Python's start-up;
+README: 0.25-0.55 s, also checked by ``bench/switch.py``)."""
 SILENT_DB = -70.0
 SHARED_CLOCK_PPM = 150.0
 """Largest drift correction the receiver may apply (``correction_ppm`` in its --stats-json):
