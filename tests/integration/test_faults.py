@@ -559,10 +559,11 @@ def test_source_device_removed_and_added_again(own_server: RestartableServer, cl
     assert dominant_frequency(before, RATE) == pytest.approx(660.0, abs=1.0)
     assert leaked_ms <= 50
     assert resumed_s < 1.5
-    # The hub's tone, and nothing of the other device's. 2 Hz rather than the 1 Hz of steady
-    # tones: after the gap the receiver's drift correction may resample by up to 2 per mille
-    # (1.3 Hz at 660 Hz) while it settles.
-    assert dominant_frequency(after, RATE) == pytest.approx(660.0, abs=2.0)
+    # The hub's tone, and nothing of the other device's, at 660 +- 1 Hz like every steady
+    # tone. (It allowed 2 Hz for "the drift correction resampling by up to 2 per mille while
+    # it settles after the gap": in a run this short the controller has measured nothing and
+    # applies 0 (checked below); 660.00 Hz measured in 6 runs, 4 beside a busy core.)
+    assert dominant_frequency(after, RATE) == pytest.approx(660.0, abs=1.0)
     assert corrections and all(isinstance(c, float) and abs(c) <= SHARED_CLOCK_PPM
                                for c in corrections), corrections
     assert tone_level_db(after, 440.0, RATE) < tone_level_db(after, 660.0, RATE) - 30
