@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from deskcast.transport.receiver import EXPAND_FADE_S, EXPAND_HOLD_S
 from deskcast.transport.rtp import RtpPacket
 from rig import SoundServer
 from rig.capture import Recorder, play_file, wait_played
@@ -146,7 +147,9 @@ def test_hub_to_speakers_over_a_lossy_jittery_network(sound_server: SoundServer,
     lost_pct = 100 * proxy.stats.dropped / max(1, proxy.stats.received)
     stats = last_stats(stats_file)
     assert isinstance(stats["concealed_pct"], float)
-    assert stats["concealed_pct"] <= lost_pct + 3.0
+    # What was lost (4.7 % with seed 5), not more: measured 4.6-4.8 % (3 runs on each server).
+    assert 0 < lost_pct <= stats["concealed_pct"] + 1.0
+    assert stats["concealed_pct"] <= lost_pct + 1.0
     heard = audible(rec.audio)
     corrections = corrections_ppm(stats_file)
     print(f"MEASURED {sound_server.kind}: {dominant_frequency(heard, RATE):.2f} Hz, correction "
@@ -165,15 +168,25 @@ def test_hub_to_speakers_over_a_lossy_jittery_network(sound_server: SoundServer,
 
 
 @pytest.mark.parametrize(
-    "impairment, send_args, max_concealed_pct",
-    [(Impairment(loss=0.05, jitter_ms=10.0), (), 5.0 + 3.0),
-     (Impairment(burst_loss=0.01, burst_length=(3, 6), delay_ms=5.0), (), 6.0),
-     (Impairment(reorder=0.1, duplicate=0.1, jitter_ms=5.0), (), 1.0),
-     (Impairment(loss=0.10), ("--fec", "4:2"), 2.0)],
+    "impairment, send_args, max_excess_pct",
+    [(Impairment(loss=0.05, jitter_ms=10.0), (), 1.0),
+     (Impairment(burst_loss=0.02, burst_length=(3, 6), delay_ms=5.0), (), 0.5),
+     (Impairment(reorder=0.1, duplicate=0.1, jitter_ms=5.0), (), 0.0),
+     (Impairment(loss=0.10), ("--fec", "4:2"), None)],
     ids=["loss5-jitter10", "bursts", "reorder-dup", "loss10-fec"],
 )
 def test_impaired_network(cli: Cli, tmp_path: Path, impairment: Impairment,
-                          send_args: tuple[str, ...], max_concealed_pct: float) -> None:
+                          send_args: tuple[str, ...], max_excess_pct: float | None) -> None:
+    """4 s of tone through the seeded proxy: what is concealed is at most what the proxy
+    dropped (+ ``max_excess_pct``; with FEC at most 1 %), every frame is played (heard, less
+    what expanding added and plus what catching up skipped, is the 4 s sent and the fade after
+    the last packet) at its pitch.
+
+    Seed 11 drops 9 of 200 packets at 5 % (4.5 %; concealed 4.59-4.71 %), two bursts of 6 at
+    burst_loss 2 % (6.0 %; concealed 6.15-6.19 %: the concealed share is of what was played,
+    a little less than 200 frames; at the 1 % this case had, it dropped none), none when
+    reordering and duplicating; 27 of 300 with FEC, all recovered or repair packets (concealed
+    0.00 %, 16 recovered). 3 runs, one beside a busy core."""
     port = free_port_pair()
     out = tmp_path / "rx.wav"
     rx = receive(cli, port, out, 5)
@@ -184,15 +197,32 @@ def test_impaired_network(cli: Cli, tmp_path: Path, impairment: Impairment,
         status, err = finish(rx)
     assert status == 0, err
     stats = last_stats(out.with_suffix(".json"))
-    assert isinstance(stats["concealed_pct"], float)
-    assert stats["concealed_pct"] <= max_concealed_pct
+    concealed, expanded_ms = stats["concealed_pct"], stats["expanded_ms"]
+    assert isinstance(concealed, float) and isinstance(expanded_ms, float)
     x, _ = read_wav(out)
     heard = audible(x)
-    assert len(heard) > 3 * RATE
-    assert dominant_frequency(heard, RATE) == pytest.approx(1000.0, abs=1.0)
-    assert proxy.stats.forwarded > 150
-    if send_args:
+    ps = proxy.stats
+    drop_pct = 100 * ps.dropped / max(1, ps.received)
+    print(f"MEASURED impaired: dropped {ps.dropped}/{ps.received} ({drop_pct:.1f} %), concealed "
+          f"{concealed:.2f} %, heard {len(heard) / RATE:.3f} s, expanded {expanded_ms} ms, "
+          f"skipped {stats['skipped_ms']} ms, "
+          f"fec {stats['fec_recovered']}, pitch {dominant_frequency(heard, RATE):.2f} Hz")
+    if impairment.loss or impairment.burst_loss:
+        assert ps.dropped > 0  # the impairment did happen
+    if max_excess_pct is None:
+        assert concealed <= 1.0
         assert isinstance(stats["fec_recovered"], int) and stats["fec_recovered"] > 10
+    else:
+        assert concealed <= drop_pct + max_excess_pct
+    # Every frame played: heard, less what expanding added, plus what catching up after a
+    # dry buffer skipped (a burst at the buffer's end: 2 x 50 ms expanded, then 2 x 60 ms
+    # skipped), is the 4 s sent and the fade after the last packet (4.117 s in every case).
+    skipped_ms = stats["skipped_ms"]
+    assert isinstance(skipped_ms, float)
+    played_s = len(heard) / RATE - expanded_ms / 1000 + skipped_ms / 1000
+    assert 4.0 <= played_s <= 4.0 + EXPAND_HOLD_S + EXPAND_FADE_S + 0.01, played_s
+    assert dominant_frequency(heard, RATE) == pytest.approx(1000.0, abs=1.0)
+    assert ps.forwarded > 150
 
 
 def test_garbage_never_stops_playback(cli: Cli, tmp_path: Path) -> None:
@@ -240,7 +270,8 @@ def test_garbage_never_stops_playback(cli: Cli, tmp_path: Path) -> None:
     assert status == 0, err
     assert "Traceback" not in err
     stats = last_stats(out.with_suffix(".json"))
-    assert isinstance(stats["dropped"], int) and stats["dropped"] > 1000
+    assert isinstance(stats["dropped"], int)
+    assert stats["dropped"] >= 0.95 * sent[0]  # counted (the kernel may drop a few first)
     x, _ = read_wav(out)
     heard = audible(x)
     corrections = corrections_ppm(out.with_suffix(".json"))
@@ -249,9 +280,11 @@ def test_garbage_never_stops_playback(cli: Cli, tmp_path: Path) -> None:
           f"{max(corrections):+.0f} ppm, expanded {stats['expanded_ms']} ms, concealed "
           f"{stats['concealed_pct']:.2f} %")
     assert len(heard) > 3.5 * RATE
-    # The blast loads both cores; the drift controller may then correct by up to its 2 per
-    # mille limit (see the note on issue 3), so allow 2.5 Hz.
-    assert dominant_frequency(heard, RATE) == pytest.approx(1000.0, abs=2.5)
+    # 1 Hz, as for every steady tone to a file. (It allowed 2.5 Hz for "the drift controller
+    # correcting up to its 2 per mille limit under the blast": in a run this short it has
+    # measured nothing and applies 0, and 1000.00 Hz was measured in 3 runs, 2 of them beside
+    # a busy core.)
+    assert dominant_frequency(heard, RATE) == pytest.approx(1000.0, abs=1.0)
     assert max(abs(c) for c in corrections) <= SHARED_CLOCK_PPM
     assert sent[0] > 2000
 
