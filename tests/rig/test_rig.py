@@ -352,6 +352,11 @@ def test_play_file_reports_errors(sound_server: SoundServer, tmp_path: Path) -> 
         with pytest.raises(CaptureError):
             wait_played(proc)
     else:
-        # pipewire-pulse does not refuse an unknown sink: the stream just goes
-        # to the default sink.
+        # pipewire-pulse does not refuse an unknown sink: the stream goes to the default sink,
+        # where it is heard.
         wait_played(proc)
+        wav = write_wav(tmp_path / "y.wav", tone(440.0, 0.5, level_db=-12.0), RATE)
+        with Recorder(sound_server, "@DEFAULT_MONITOR@") as rec:
+            wait_played(play_file(sound_server, wav, "no-such-sink"))
+        assert dominant_frequency(rec.audio, RATE) == pytest.approx(440.0, abs=1.0)
+        assert peak_db(rec.audio) > -15.0
