@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import http.server
 import math
 import os
 import signal
 import socket
 import threading
 import time
-import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,9 +50,9 @@ CHROMIUM_ARGS = [  # as in tests/integration/test_page_chromium.py
     "--disable-background-networking",
     "--disable-component-update",
     "--no-first-run",
-    # Chromium's Private Network Access check blocks a non-secure page (the icecast page is a
-    # data: URL, origin "null") from fetching from loopback; deskcast's page is same-origin
-    # and not affected.
+    # Chromium's Private Network Access check blocks a non-secure page of a public or "null"
+    # origin from fetching from loopback; both pages here are served from loopback, and these
+    # flags keep it that way if Chromium's rules move.
     "--disable-features=BlockInsecurePrivateNetworkRequests,"
     "PrivateNetworkAccessSendPreflights,PrivateNetworkAccessRespectPreflightResults,"
     "LocalNetworkAccessChecks",
@@ -107,11 +107,35 @@ def chromium(env: dict[str, str], home: Path) -> Iterator[sync_api.Page]:
         kill_chromium_of(home)
 
 
-def icecast_page(listen_url: str) -> str:
+@contextlib.contextmanager
+def icecast_page(listen_url: str) -> Iterator[str]:
+    """The bare page that plays ``listen_url``, served from 127.0.0.1 while the ``with`` runs;
+    yields its URL. Served rather than a ``data:`` URL: with Chromium 156 the ``data:`` page
+    (origin "null") played nothing in 3 of 3 runs on 2026-12-07, the flags below
+    notwithstanding; a page on loopback reading loopback is no private-network request."""
     html = ("<!doctype html><title>icecast</title><audio id=audio></audio><script>"
             "addEventListener('load',()=>{const a=document.getElementById('audio');"
-            f"a.src={listen_url!r};a.play().catch(()=>{{}});}});</script>")
-    return "data:text/html," + urllib.parse.quote(html)
+            f"a.src={listen_url!r};a.play().catch(()=>{{}});}});</script>").encode()
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(html)))
+            self.end_headers()
+            self.wfile.write(html)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    thread = threading.Thread(target=server.serve_forever, name="icecast-page", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 # --------------------------------------------------------------------------- #
