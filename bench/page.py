@@ -69,6 +69,7 @@ from bench.common import (  # noqa: E402
     RATE,
     BenchError,
     BenchServer,
+    FrameClock,
     MachineLoad,
     Pipeline,
     Procs,
@@ -89,7 +90,6 @@ from bench.pagekit import (  # noqa: E402
     SOUND_BLOCK_MS,
     SOUND_DB,
     TONE_DB,
-    FrameClock,
     PageSignal,
     chromium,
     find_bursts,
@@ -458,7 +458,7 @@ def main() -> int:
               "browser closes).")
         print("the delays are sample offsets inside one recording; first sound is too, from "
               "navigation start put on the recording's clock by when the recording grew before "
-              "it (bench/page.py FrameClock: when the meter mixed the sound, as in "
+              "it (bench/common.py FrameClock: when the meter mixed the sound, as in "
               "bench/latency.py).")
         skipped = {r.pipeline.label: r.hub_gap_ms for r in ordered if r.hub_gap_ms}
         if skipped:

@@ -1,8 +1,8 @@
 """What bench/page.py runs on: headless Chromium (launched by Playwright with its sound in the
 private PulseAudio's ``out`` sink, and gone, every process of it, when the ``with`` ends) and
 the bare page that plays an icecast2 mount; the test signal (a 1 kHz tone with a different
-noise burst every 0.5 s); the clock that puts navigation start onto the meter's recording; and
-finding the bursts and the silences in that recording (hub and out on one sample clock).
+noise burst every 0.5 s); and finding the bursts and the silences in the meter's recording (hub
+and out on one sample clock; bench/common.py's FrameClock puts navigation start onto it).
 
 Like bench/common.py, it needs the repository root and ``tests/`` on ``sys.path`` (page.py
 puts them there)."""
@@ -21,13 +21,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 import numpy as np
 import numpy.typing as npt
 from playwright import sync_api
 
-from bench.common import METER, RATE, BenchError, block_levels_db
+from bench.common import METER, RATE, block_levels_db
 from rig.meter import MeterRecording
 from rig.signals import correlation, find_delay, level_db
 
@@ -190,52 +189,6 @@ class PageSignal:
         """Stereo s16le bytes for frames [start, start + frames)."""
         s16 = np.round(self.render(start, frames) * 32767).astype("<i2")
         return np.repeat(s16[:, None], 2, axis=1).tobytes()
-
-
-class FrameClock:
-    """When the meter mixed frame 0 of a growing :class:`MeterRecording`, in
-    ``time.monotonic()`` (:attr:`t0`), from when the recording grew: a thread notes the time
-    right after it sees the file longer; ``now - frames / rate`` is never earlier than when
-    the last of those frames was mixed (the null sink hands its monitor each block as it
-    mixes it), and its smallest value over many blocks is that moment to within a
-    millisecond (the same convention as the delays of bench/latency.py: when the sound is
-    mixed, a sink's latency before a sound card would play it). A frame inside a block was
-    mixed with the whole block, up to one block (15 ms here) earlier than ``t0 + f / rate``.
-    :meth:`stop` it before the meter's block size can change (a new client asking for
-    another latency): it puts the one wall-clock event of a run, navigation start, onto the
-    recording."""
-
-    def __init__(self, rec: MeterRecording, poll_s: float = 0.002) -> None:
-        self.rec, self.poll_s = rec, poll_s
-        self.t0 = math.inf
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="frame-clock", daemon=True)
-
-    def _run(self) -> None:
-        rate, last = self.rec.meter.rate, 0
-        while not self._stop.wait(self.poll_s):
-            frames = self.rec.frames()
-            if frames != last:
-                self.t0 = min(self.t0, time.monotonic() - frames / rate)
-                last = frames
-
-    def frame_at(self, t: float) -> float:
-        """The frame of the recording rendered at ``time.monotonic()`` = ``t``."""
-        if math.isinf(self.t0):
-            raise BenchError("the recording never grew")
-        return (t - self.t0) * self.rec.meter.rate
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
-
-    def __enter__(self) -> FrameClock:
-        self._thread.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
 
 def wait_for_sound(rec: MeterRecording, timeout: float) -> bool:
