@@ -21,10 +21,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from deskcast.backoff import Backoff
 from deskcast.capture import make_source
 from deskcast.capture.tone import ToneSource
 from deskcast.encode.mp3 import Mp3Encoder, split_frames
-from deskcast.http.icecast import Backoff, IcecastPush
+from deskcast.http.icecast import IcecastPush
 from deskcast.media import AudioFormat
 from rig.icecast import IcecastServer
 from rig.signals import dominant_frequency, level_db

@@ -1,4 +1,4 @@
-"""IcecastPush without Icecast: URL parsing, backoff, refusals, the queue, and the wire protocol
+"""IcecastPush without Icecast: URL parsing, refusals, the queue, and the wire protocol
 against a scripted fake server on loopback (the real icecast2 is in tests/integration)."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from deskcast.backoff import Backoff
 from deskcast.errors import ConfigError
 from deskcast.http.icecast import (
-    Backoff,
     IcecastPush,
     IcecastTarget,
     explain_refusal,
@@ -69,18 +69,7 @@ def test_the_mount_name_picks_the_format() -> None:
     assert format_for_mount("/x.opus") == ("opus", "audio/ogg")
 
 
-# -- backoff and messages ----------------------------------------------------------------------
-
-
-def test_backoff_doubles_to_the_cap_and_resets() -> None:
-    b = Backoff(1.0, 30.0)
-    assert [b.next() for _ in range(7)] == [1, 2, 4, 8, 16, 30, 30]
-    b.reset()
-    assert b.next() == 1
-    with pytest.raises(ValueError):
-        Backoff(0.0, 1.0)
-    with pytest.raises(ValueError):
-        Backoff(2.0, 1.0)
+# -- messages ----------------------------------------------------------------------
 
 
 def test_refusals_are_explained() -> None:

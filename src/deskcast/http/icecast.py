@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from deskcast import __version__
+from deskcast.backoff import Backoff
 from deskcast.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -147,25 +148,6 @@ def _redact(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
-class Backoff:
-    """Retry delays: ``first``, doubling up to ``maximum``; :meth:`reset` after a good run."""
-
-    def __init__(self, first_s: float = BACKOFF_FIRST_S, maximum_s: float = BACKOFF_MAX_S) -> None:
-        if first_s <= 0 or maximum_s < first_s:
-            raise ValueError("backoff needs 0 < first_s <= maximum_s")
-        self.first_s = first_s
-        self.maximum_s = maximum_s
-        self._next = first_s
-
-    def next(self) -> float:
-        delay = self._next
-        self._next = min(self._next * 2, self.maximum_s)
-        return delay
-
-    def reset(self) -> None:
-        self._next = self.first_s
-
-
 class SourceRefused(Exception):  # noqa: N818 - it is a state, not a bug
     """Icecast answered the source request with an error; ``str()`` is the log message."""
 
@@ -247,7 +229,7 @@ class IcecastPush:
             kbps = bitrate_kbps or 320
             queue_bytes = int(kbps * 1000 / 8 * DEFAULT_QUEUE_S)
         self.queue_bytes = max(1, queue_bytes)
-        self.backoff = backoff or Backoff()
+        self.backoff = backoff or Backoff(BACKOFF_FIRST_S, BACKOFF_MAX_S)
         self._sleep = sleep
         self.connect_timeout_s = connect_timeout_s
         self.write_stall_s = write_stall_s

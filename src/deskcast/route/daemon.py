@@ -40,9 +40,9 @@ from pathlib import Path
 from typing import Any
 
 from deskcast import state
+from deskcast.backoff import Backoff
 from deskcast.errors import DeskcastError, DeviceError, EndpointError
 from deskcast.route import protocol
-from deskcast.route.backoff import Backoff
 from deskcast.route.discovery import Browser
 from deskcast.route.legs import Leg, LoopbackLeg, ProcessLeg, SendLeg, SparePool, WebLeg
 from deskcast.route.protocol import Target
@@ -52,6 +52,11 @@ logger = logging.getLogger(__name__)
 STATE = "route"
 START_WAIT_S = 3.0
 """A switch answers once its new legs have started (or failed to), at most after this."""
+RESTART_FIRST_S = 0.5
+"""A leg that died is restarted after this, the wait doubling per failure in a row up to
+``[route] restart_max_s`` ..."""
+RESTART_STABLE_S = 30.0
+"""... and a leg that ran this long before it died counts as healthy: the wait starts over."""
 
 
 @dataclass
@@ -117,7 +122,7 @@ class Supervised:
             await self.leg.stop()
             self.restarts += 1
             self.last_error = why
-            delay = self.backoff.next_delay(time.monotonic() - started)
+            delay = self.backoff.next(time.monotonic() - started)
             self.state = "restarting"
             logger.warning("%s: %s; restarting in %.1f s", self.target.word, why, delay)
             await asyncio.sleep(delay)
@@ -358,7 +363,7 @@ class Daemon:
         for t in wanted:
             if t not in self.legs:
                 sup = Supervised(t, made[t],
-                                 Backoff(max_s=self.cfg.restart_max_s),
+                                 self._backoff(),
                                  prepare=self._hub_check if self.pool is not None
                                  and self.backend == "pulse" else None)
                 sup.task = asyncio.create_task(sup.run(), name=f"leg {t.word}")
@@ -372,6 +377,10 @@ class Daemon:
         if persist:
             state.save(STATE, {"targets": [t.word for t in targets], "since": self.since})
         logger.info("route: %s", " ".join(t.word for t in targets))
+
+    def _backoff(self) -> Backoff:
+        longest = self.cfg.restart_max_s
+        return Backoff(min(RESTART_FIRST_S, longest), longest, stable_s=RESTART_STABLE_S)
 
     async def _hub_check(self) -> None:
         """Before a leg (re)starts: if the sound server lost the hub (it was restarted), make
