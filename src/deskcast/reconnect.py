@@ -16,8 +16,8 @@ from collections.abc import Callable
 from typing import Protocol
 
 from deskcast.backoff import Backoff
-from deskcast.capture.base import Pacer
 from deskcast.errors import DeskcastError
+from deskcast.pacing import Pacer
 
 logger = logging.getLogger(__name__)
 

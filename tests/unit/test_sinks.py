@@ -93,8 +93,8 @@ def test_pulse_sink_drops_audio_at_real_time_until_it_is_back(
 
     import pasimple
 
-    from deskcast.capture.base import Pacer
     from deskcast.capture.pulse import StreamKeeper
+    from deskcast.pacing import Pacer
     from deskcast.playback import pulse as pulse_sink
 
     now = [0.0]

@@ -11,13 +11,13 @@ import pytest
 import soundfile
 
 from deskcast.capture import make_source
-from deskcast.capture.base import Pacer
 from deskcast.capture.file import FileSource
 from deskcast.capture.stdin import StdinSource
 from deskcast.capture.tone import ToneSource
 from deskcast.endpoints import Direction, parse
 from deskcast.errors import EndpointError
 from deskcast.media import AudioFormat, PcmBlock
+from deskcast.pacing import Pacer
 
 from .fakes import FakeClock
 

@@ -37,9 +37,10 @@ import pasimple
 import pulsectl
 
 from deskcast import soundserver
-from deskcast.capture.base import Pacer, Source
+from deskcast.capture.base import Source
 from deskcast.endpoints import Endpoint
 from deskcast.media import AudioFormat, PcmBlock, SampleFormat
+from deskcast.pacing import Pacer
 from deskcast.reconnect import RealTimeStandIn, Reconnector, close_quietly
 
 logger = logging.getLogger(__name__)

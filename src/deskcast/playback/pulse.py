@@ -26,7 +26,6 @@ from typing import Any
 import pasimple
 
 from deskcast import soundserver
-from deskcast.capture.base import Pacer
 from deskcast.capture.pulse import (
     PA_FORMATS,
     LoopThreads,
@@ -35,6 +34,7 @@ from deskcast.capture.pulse import (
 )
 from deskcast.endpoints import Endpoint
 from deskcast.media import AudioFormat, PcmBlock
+from deskcast.pacing import Pacer
 from deskcast.playback.base import MAX_WAIT_BLOCKS, Sink
 from deskcast.reconnect import RealTimeStandIn, close_quietly
 
