@@ -156,26 +156,6 @@ class Supervised:
         return out
 
 
-def pick_backend(cfg: RouteConfig) -> str:
-    """'pulse' or 'alsa'; DeviceError, in one line, when neither can work."""
-    from deskcast import soundserver
-
-    if cfg.backend in ("auto", "pulse") and soundserver.available():
-        return "pulse"
-    if cfg.backend == "pulse":
-        raise DeviceError("[hub] backend is pulse but no PulseAudio/PipeWire server is "
-                          f"answering ({soundserver.server_label()}): start it or set "
-                          "backend = \"auto\"")
-    from deskcast.alsa import device_names
-    from deskcast.capture import ALSA_HUB_DEVICE
-
-    if ALSA_HUB_DEVICE in device_names(capture=True):
-        return "alsa"
-    raise DeviceError("the route daemon needs a hub: no PulseAudio/PipeWire server is answering "
-                      f"and no ALSA hub ({ALSA_HUB_DEVICE}) is set up; start PulseAudio/PipeWire "
-                      "or run `deskcast hub setup --backend alsa`")
-
-
 def ensure_pulse_hub(sink_name: str) -> str:
     """Make sure the hub exists and is the default sink; return its monitor's name.
 
@@ -515,7 +495,9 @@ def _remove_stale_loopbacks() -> None:
 
 def run(cfg: RouteConfig) -> None:
     """Run the daemon in the foreground until SIGTERM/SIGINT."""
-    backend = pick_backend(cfg)
+    from deskcast.hub import pick_backend
+
+    backend = pick_backend(cfg.backend, hub_needed=True)
     daemon = Daemon(cfg, backend)
     asyncio.run(daemon.run())
 
