@@ -35,9 +35,9 @@ from deskcast.endpoints import Endpoint
 from deskcast.errors import ConfigError, DeviceError, EndpointError
 from deskcast.media import AudioFormat, PcmBlock
 from deskcast.transport.arrival import SO_TIMESTAMPNS, STAMP_SPACE, ArrivalClock
-from deskcast.transport.drift import AdaptiveResampler, ClockTrack, DriftController
 from deskcast.transport.fec import FEC_PT, FEC_SSRC_XOR, FecDecoder
 from deskcast.transport.jitter import Frame, JitterBuffer
+from deskcast.transport.playout import DriftController, Playout
 from deskcast.transport.rtp import (
     JitterEstimator,
     ReceiverReport,
@@ -210,13 +210,11 @@ class RtpReceiver(Source):
         self.ssrc = secrets.randbits(32)
         self.decoder = OpusDecoder(fmt)
         self.fec = FecDecoder()
-        self.drift = DriftController(fmt.rate) if drift else None
-        self.resampler = AdaptiveResampler(fmt)
+        self.playout = Playout(jitter, fmt, DriftController(fmt.rate) if drift else None)
+        """Jitter buffer -> drift control -> resampling, one read at a time."""
         self.output_latency_ms = 0.0
         """What the sink adds (its device buffer), for the latency estimate, and for the
         delay when the sink cannot tell what it has queued (:attr:`sink_queued_s`)."""
-        self.sender_track = self.drift.sender if self.drift is not None else ClockTrack()
-        """The sender's clock against ours (shared with the drift controller)."""
         self.delay = DelayMeter(fmt.rate)
         self.pacer: Pacer | None = Pacer(fmt.rate)
         self.rtprio = 0
@@ -229,21 +227,10 @@ class RtpReceiver(Source):
         self._stop = threading.Event()
         self._pts = 0
         self._expanded = 0
-        self._corrections: collections.deque[tuple[int, float]] = collections.deque()
-        """(input samples, ratio) of each frame resampled in the last second of input."""
-        self._corrected = 0
-        """... and the samples they add up to."""
 
     @property
     def name(self) -> str:
         return f"rtp://{self.host or '*'}:{self.port}"
-
-    def _note_correction(self, samples: int, ratio: float) -> None:
-        corrections = self._corrections
-        corrections.append((samples, ratio))
-        self._corrected += samples
-        while self._corrected - corrections[0][0] >= self.fmt.rate:
-            self._corrected -= corrections.popleft()[0]
 
     @property
     def correction_ppm(self) -> float | None:
@@ -251,11 +238,7 @@ class RtpReceiver(Source):
         consumes the input faster, for a sender whose clock runs ahead of the sink's): the
         drift estimate plus what the level term and the play-out add. None without drift
         correction or before the first frame."""
-        frames = list(self._corrections)
-        total = sum(n for n, _ in frames)
-        if not total:
-            return None
-        return 1e6 * sum(n * (1.0 - r) for n, r in frames) / total
+        return self.playout.corrections.ppm
 
     # --- network side ---------------------------------------------------------------------
 
@@ -399,10 +382,7 @@ class RtpReceiver(Source):
                 stream = self._new_stream(packet)
                 ts = stream.extend(packet.timestamp, samples, restart)
             assert isinstance(ts, int)
-            if self.drift is not None:
-                self.drift.sender_clock(ts, now)
-            else:
-                self.sender_track.add(now, ts / self.fmt.rate)
+            self.playout.sender_clock(ts, now)
             self.fec.add_source(packet.sequence, packet.timestamp, packet.payload)
             stream.sequence.update(packet.sequence)
             stream.arrival.update(packet.timestamp, now)
@@ -467,10 +447,7 @@ class RtpReceiver(Source):
         self.jitter.reset()
         self.decoder = OpusDecoder(self.fmt)
         self.fec = FecDecoder()
-        if self.drift is not None:
-            self.drift.reset(new_sender=True)
-        else:
-            self.sender_track.clear()
+        self.playout.new_sender()
         self.delay.reset()
         self.stats.senders += 1
         self.stats.ssrc = packet.ssrc
@@ -483,30 +460,18 @@ class RtpReceiver(Source):
         # When the sink asks for more: the drift controller reads the sender's clock then.
         now = self.clock()
         with self._lock:
-            if self.drift is not None:
-                self.jitter.hold_samples = self.drift.hold_samples
-                self.jitter.catch_up_paused = self.drift.dropping_stall
-            # Depth before the pop: the target counts the frame about to be played too.
-            depth = self.jitter.depth_samples if self.jitter.playing else None
-            target = self.jitter.target_samples
-            skipped = self.jitter.stats.skipped_samples
-            trim = 0
-            if self.drift is not None:
-                self.jitter.skip(self.drift.take_drop())
-                trim = self.drift.take_trim()
-            frame = self.jitter.pop()
-            skipped = self.jitter.stats.skipped_samples - skipped
             decoder = self.decoder
             # What the sink still has queued ahead of this frame (when it can tell): the
             # frame is heard that much later, and what it has played tells its clock.
             queued_s = self.sink_queued_s
-            if queued_s is not None and self.drift is not None:
-                self.drift.sink_clock(now, self._pts - queued_s * self.fmt.rate)
             # Under the lock: the network thread feeds the controller the sender's clock.
-            ratio = self._steer(frame, depth=depth, target=target, skipped=skipped, now=now,
-                                queued_s=queued_s)
+            step = self.playout.read(
+                now, None if queued_s is None else queued_s * self.fmt.rate,
+                None if queued_s is None else self._pts - queued_s * self.fmt.rate)
+            frame, trim = step.frame, step.trim
             if frame is not None and not frame.expand:
-                self.delay.add(now, self.sender_track.offset_s, frame.timestamp, frame.samples,
+                self.delay.add(now, self.playout.sender.offset_s, frame.timestamp,
+                               frame.samples,
                                self.output_latency_ms / 1000 if queued_s is None else queued_s)
         samples = frame.samples if frame is not None else (self.jitter.frame_samples or
                                                            self.block_frames)
@@ -522,9 +487,7 @@ class RtpReceiver(Source):
                 self._expanded = 0
             if 0 < trim < block.frames:  # the rest of what a stall piled up
                 block = PcmBlock(block.data[trim * self.fmt.frame_bytes:], self.fmt, self._pts)
-            if self.drift is not None:
-                self._note_correction(block.frames, ratio)
-                block = self.resampler.process(block, ratio)
+            block = self.playout.resample(block, step.ratio)
         self._pts += block.frames
         return block
 
@@ -541,18 +504,6 @@ class RtpReceiver(Source):
         n = np.arange(start, start + block.frames, dtype=np.float32)
         gain = np.clip(1.0 - (n - hold) / fade, 0.0, 1.0)
         return PcmBlock.from_float(block.as_float() * gain[:, None], self.fmt, block.pts)
-
-    def _steer(self, frame: Frame | None, *, depth: int | None, target: int, skipped: int,
-               now: float, queued_s: float | None) -> float:
-        """The drift controller's ratio for this frame; the jitter buffer's own steps
-        (expanding, dropping a backlog, restarting after silence) make it measure its
-        set-point again."""
-        if self.drift is None:
-            return 1.0
-        return self.drift.steer(frame, depth=depth, target_samples=target,
-                                skipped_samples=skipped, now_s=now,
-                                queued_samples=None if queued_s is None
-                                else queued_s * self.fmt.rate)
 
     def _decode(self, decoder: OpusDecoder, frame: Frame) -> bytes:
         want = frame.samples * self.fmt.frame_bytes
@@ -582,6 +533,7 @@ class RtpReceiver(Source):
             js.expanded_samples
         with self._lock:
             delay = self.delay.mean_ms(self.clock())
+            playout = self.playout.status_fields()
         return {
             "packets": self.stats.packets,
             "datagrams": self.stats.datagrams,
@@ -591,7 +543,7 @@ class RtpReceiver(Source):
             "late": js.late,
             "duplicates": js.duplicates,
             "underruns": js.underruns,
-            "device_stalls": 0 if self.drift is None else self.drift.stalls,
+            "device_stalls": playout.pop("device_stalls"),
             "expanded_ms": 1000 * js.expanded_samples / self.fmt.rate,
             "skipped_ms": 1000 * js.skipped_samples / self.fmt.rate,
             "jitter_ms": jb.jitter_ms,
@@ -602,11 +554,7 @@ class RtpReceiver(Source):
             "trx": self.stats.trx,
             "decode_errors": self.stats.decode_errors,
             "fec_recovered": self.stats.fec_recovered,
-            "drift_ppm": 0.0 if self.drift is None else round(self.drift.drift_ppm, 1),
-            "correction_ppm": None if (c := self.correction_ppm) is None else round(c, 1),
-            "sink_ppm": None if self.drift is None or self.drift.sink_ppm is None
-            else round(self.drift.sink_ppm, 1),
-            **({} if self.drift is None else self.drift.clock_fields()),
+            **playout,  # drift_ppm, correction_ppm, sink_ppm and the controller's beliefs
             "latency_ms": 1000 * jb.depth_samples / self.fmt.rate + self.output_latency_ms,
             "delay_ms": None if delay is None else round(delay[0], 2),
             "sink_ms": None if delay is None else round(delay[1], 2),

@@ -4,7 +4,7 @@ A step of the jitter buffer (frames expanded for late packets, a backlog dropped
 the watch forget its seconds, and it needed ten new ones before it saw anything: a stall of the
 device in that time was neither counted nor dropped by it (the jitter buffer dropped the
 backlog a second later, with the margin the late packets had earned). The simulation is
-``test_drift.simulate``: the receiver's playout path with a fake clock.
+``simulation.simulate``: the receiver's playout path with a fake clock.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import statistics
 
 import pytest
 
-from .test_drift import simulate
+from .simulation import simulate
 
 BURST_AT = 150.0
 
