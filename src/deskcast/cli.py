@@ -514,11 +514,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import functools
 
     from deskcast.capture import make_source
+    from deskcast.endpoints import parse_hostport
     from deskcast.http import token as token_file
     from deskcast.http.mpris import poll_mpris
     from deskcast.http.nowplaying import parse_field_map, poll_tracker
     from deskcast.http.server import SERVE_BLOCK_MS, Server, serve
-    from deskcast.transport.sender import parse_hostport
 
     s = _settings(args, ["serve", "run", "audio", "hub"])
     fmt = _audio_format(s)
@@ -833,8 +833,8 @@ def _announced(receive: Callable[[argparse.Namespace], int]
     def run(args: argparse.Namespace) -> int:
         if getattr(args, "announce", None) is None:
             return receive(args)
+        from deskcast.endpoints import parse_hostport
         from deskcast.route.discovery import Announcer
-        from deskcast.transport.sender import parse_hostport
 
         s = _settings(args, ["route"])
         port = s.port if getattr(args, "sdp", None) else parse_hostport(args.listen, s.port)[1]

@@ -406,8 +406,8 @@ class Daemon:
                                                 f"alsa:{self.cfg.alsa_speakers}", "-q"],
                               pool=self.pool)
         if t.kind == "web":
+            from deskcast.endpoints import parse_hostport
             from deskcast.http.client import local_serve
-            from deskcast.transport.sender import parse_hostport
 
             host, port = parse_hostport(self.cfg.web_listen, 8000)
             local = local_serve(self.cfg.web_listen, self.cfg.serve_tls_cert,

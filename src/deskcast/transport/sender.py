@@ -17,6 +17,7 @@ from typing import Any
 
 from deskcast.encode.opus import OpusEncoder
 from deskcast.endpoints import Endpoint
+from deskcast.endpoints import parse_hostport as parse_hostport  # noqa: PLC0414 - receiver
 from deskcast.errors import DeviceError, EndpointError
 from deskcast.media import AudioFormat, PcmBlock
 from deskcast.playback.base import Sink
@@ -72,28 +73,6 @@ def resolve(host: str, port: int) -> tuple[socket.AddressFamily, tuple[str, int]
     return family, addr  # type: ignore[return-value]
 
 
-def parse_hostport(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
-    """``host``, ``host:port``, ``[v6]:port``, ``v6`` (several colons, no port), ``:port``."""
-    text = text.strip()
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port_text = rest[1:] if rest.startswith(":") else ""
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-    else:
-        host, port_text = text, ""
-    if port_text:
-        try:
-            port = int(port_text)
-        except ValueError:
-            raise EndpointError(f"bad port in {text!r}: give a number 1-65535") from None
-        if not 0 < port < 65536:
-            raise EndpointError(f"bad port in {text!r}: give a number 1-65535")
-    else:
-        port = default_port
-    return host, port
-
-
 class RtpSender(Sink):
     """Blocks of exactly one Opus frame in, RTP datagrams out. Not clocked: the source paces."""
 
@@ -107,7 +86,7 @@ class RtpSender(Sink):
         # SRTP: audio, repair packets and sender reports out; receiver reports in.
         self.srtp = SrtpSender(key) if key is not None else None
         self.srtp_in = SrtpReceiver(key) if key is not None else None
-        self.host, self.port = parse_hostport(endpoint.target)
+        self.host, self.port = parse_hostport(endpoint.target, DEFAULT_PORT)
         self.encoder = encoder
         self.trx = trx
         self.payload_type = TRX_PT if trx else payload_type
