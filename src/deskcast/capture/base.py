@@ -10,8 +10,6 @@ from deskcast.endpoints import Endpoint
 from deskcast.media import AudioFormat, PcmBlock
 from deskcast.pacing import Pacer
 
-__all__ = ["Pacer", "Source"]  # Pacer: for the receiver's import, until it takes it from pacing
-
 
 class Source(abc.ABC):
     """PCM in: yields blocks of exactly ``block_frames`` frames in ``fmt``.

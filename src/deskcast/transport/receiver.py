@@ -29,11 +29,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from deskcast import realtime
-from deskcast.capture.base import Pacer, Source
+from deskcast.capture.base import Source
 from deskcast.decode.opus import CorruptPacket, OpusDecoder, packet_samples
 from deskcast.endpoints import Endpoint
 from deskcast.errors import ConfigError, DeviceError, EndpointError
 from deskcast.media import AudioFormat, PcmBlock
+from deskcast.pacing import Pacer
 from deskcast.transport.arrival import SO_TIMESTAMPNS, STAMP_SPACE, ArrivalClock
 from deskcast.transport.fec import FEC_PT, FEC_SSRC_XOR, FecDecoder
 from deskcast.transport.jitter import Frame, JitterBuffer
@@ -612,7 +613,7 @@ def _plc_frames(samples: int) -> int:
 
 def _listen_address(text: str) -> tuple[str, int]:
     """``PORT``, ``:PORT``, ``ADDR``, ``ADDR:PORT``, ``[V6]:PORT``, empty (all, 1350)."""
-    from deskcast.transport.sender import parse_hostport
+    from deskcast.endpoints import parse_hostport
 
     text = text.strip()
     if text.isdigit():

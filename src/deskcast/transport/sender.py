@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from deskcast.encode.opus import OpusEncoder
-from deskcast.endpoints import Endpoint
-from deskcast.endpoints import parse_hostport as parse_hostport  # noqa: PLC0414 - receiver
+from deskcast.endpoints import Endpoint, parse_hostport
 from deskcast.errors import DeviceError, EndpointError
 from deskcast.media import AudioFormat, PcmBlock
 from deskcast.playback.base import Sink
