@@ -8,7 +8,7 @@ import statistics
 
 import pytest
 
-from deskcast.transport.playout import DriftController
+from deskcast.transport.playout import DriftController, SettledLevel
 
 from .simulation import PACKET, RATE, Level, Reads, late_packet
 
@@ -149,3 +149,91 @@ def test_a_packet_well_in_time_or_later_than_the_level_does_not_raise_it(
     late_packet(ctl, reads, late_ms)
     reads.run(20.0)                              # where an 8 ms late one raised it by 3 ms
     assert ctl.setpoint == settled
+
+
+# --- the settled level on its own: reads of 10 ms passed in ------------------------------
+
+READ = 480
+TARGET = 1200                                    # the jitter buffer's: a frame and 5 ms
+
+
+def reads(sp: SettledLevel, levels_ms: list[float], seconds: float, start_s: float,
+          target: int = TARGET) -> list[float]:
+    """Reads of 10 ms at ``start_s`` on, the level cycling through ``levels_ms``; the level
+    the set-point was measured at, each time it was."""
+    sp.allow(target, 960)
+    measured = []
+    for k in range(round(seconds * 100)):
+        level = levels_ms[k % len(levels_ms)] * RATE / 1000
+        mean = sp.measure(level, READ, start_s + k / 100, target_samples=target,
+                          queued_samples=None, frame=960.0)
+        if mean is not None:
+            measured.append(mean)
+    return measured
+
+
+def test_the_set_point_is_measured_once_after_twenty_seconds_where_the_level_is() -> None:
+    sp = SettledLevel(RATE)
+    assert sp.hold() is None
+    assert reads(sp, [30.0], 22.0, 0.0) == []    # 2.5 s waited, then 20 one-second means
+    assert sp.setpoint is None
+    assert reads(sp, [30.0], 1.0, 22.0) == [pytest.approx(0.03 * RATE)]
+    assert sp.setpoint == pytest.approx(0.03 * RATE)
+    assert reads(sp, [30.0], 10.0, 23.0) == []   # measured once
+
+
+def test_the_lowest_read_keeps_the_jitter_allowance_and_a_guard() -> None:
+    """Reads alternating 40 and 10 ms (a sink taking two frames at once): settled at 25 ms,
+    the lowest read would have 10 ms; it is to keep the jitter allowance (the target beyond a
+    frame: 10 ms) and a guard (a quarter frame: 5 ms), so the set-point goes 5 ms up."""
+    sp = SettledLevel(RATE)
+    reads(sp, [40.0, 10.0], 23.0, 0.0, target=960 + 480)
+    assert sp.setpoint == pytest.approx(0.030 * RATE)
+
+
+def test_a_near_miss_raises_the_set_point_at_relax_ppm_by_what_the_guard_needs() -> None:
+    """Settled at 10 ms, a packet 8 ms late: the level is to keep the 5 ms guard over it,
+    3 ms more; the set-point moves there at 500 ppm (the correction consumes that much
+    slower), then stays."""
+    sp = SettledLevel(RATE)
+    reads(sp, [10.0], 23.0, 0.0)
+    settled = sp.setpoint
+    assert settled == pytest.approx(0.010 * RATE)
+    sp.packet(0.008 * RATE, draining=False)
+    assert sp.rise == pytest.approx(0.003 * RATE)
+    assert sp.move(READ, TARGET) == pytest.approx(-500e-6)
+    while sp.rise > 0:
+        sp.move(READ, TARGET)
+    assert sp.setpoint == pytest.approx(0.013 * RATE)
+    assert sp.move(READ, TARGET) == 0.0
+    sp.packet(0.020 * RATE, draining=False)      # later than the lowest read: a dry run's
+    sp.packet(0.008 * RATE, draining=True)       # while a stall is dropped: not judged
+    assert sp.rise == 0.0
+
+
+def test_a_dropped_backlog_keeps_the_set_point_a_frame_expanded_measures_it_again() -> None:
+    sp = SettledLevel(RATE)
+    reads(sp, [30.0], 23.0, 0.0)
+    settled = sp.setpoint
+    assert not sp.shift(-960)
+    assert sp.setpoint == settled
+    assert sp.shift(960)
+    assert sp.setpoint is None
+    assert sp.hold() == settled                  # the jitter buffer keeps the last one
+
+
+@pytest.mark.parametrize("frames", [1, 3])
+def test_one_dry_frame_raises_the_level_returned_to_a_burst_is_played_out(frames: int) -> None:
+    """Dry for one frame at the settled level: that level was too low, the new one is kept.
+    Three frames: a burst of late packets; a minute on, played out at 500 ppm."""
+    sp = SettledLevel(RATE)
+    reads(sp, [30.0], 23.0, 0.0)
+    assert sp.setpoint is not None
+    for _ in range(frames):
+        sp.expanded(960, sp.setpoint)
+        sp.shift(960)
+    sp.played(960)
+    reads(sp, [30.0 + 20.0 * frames], 23.0, 23.0)
+    relax = [sp.move(READ, TARGET) for _ in range(61 * 100)]
+    assert relax[0] == 0.0                       # a minute's margin first
+    assert relax[-1] == (0.0 if frames == 1 else pytest.approx(500e-6))
