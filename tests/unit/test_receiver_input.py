@@ -16,7 +16,8 @@ from deskcast.endpoints import Direction, Endpoint
 from deskcast.media import AudioFormat, PcmBlock
 from deskcast.transport.arrival import SO_TIMESTAMPNS, STAMP_SPACE, ArrivalClock, kernel_stamp
 from deskcast.transport.jitter import JitterBuffer
-from deskcast.transport.receiver import ReceiverStats, RtpReceiver
+from deskcast.transport.receive.stats import ReceiverStats
+from deskcast.transport.receiver import RtpReceiver
 from deskcast.transport.rtp import RtpPacket
 
 from .fakes import FakeClock

@@ -13,7 +13,6 @@ been silent for ``takeover_ms`` (a restarted sender gets a new SSRC). A trx-tx s
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import ipaddress
 import logging
@@ -24,7 +23,6 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -38,22 +36,17 @@ from deskcast.pacing import Pacer
 from deskcast.transport.arrival import SO_TIMESTAMPNS, STAMP_SPACE, ArrivalClock
 from deskcast.transport.fec import FEC_PT, FEC_SSRC_XOR, FecDecoder
 from deskcast.transport.jitter import Frame, JitterBuffer
+from deskcast.transport.ntp import dlsr_from_seconds, ntp_middle32
 from deskcast.transport.playout import DriftController, Playout
-from deskcast.transport.rtp import (
-    JitterEstimator,
+from deskcast.transport.receive.stats import JitterEstimator, ReceiverStats, SequenceTracker
+from deskcast.transport.rtcp import (
     ReceiverReport,
-    RtpError,
-    RtpPacket,
     SenderReport,
-    SequenceTracker,
     SourceDescription,
-    dlsr_from_seconds,
-    is_rtcp,
-    ntp_middle32,
     parse_rtcp,
     serialize_rtcp,
-    ts_delta,
 )
+from deskcast.transport.rtp import RtpError, RtpPacket, is_rtcp, ts_delta
 from deskcast.transport.sender import DEFAULT_PORT, TRX_PT, TRX_TS_DIVISOR
 from deskcast.transport.srtp import SrtpError, SrtpKey, SrtpReceiver, SrtpSender
 
@@ -64,22 +57,6 @@ RR_INTERVAL_S = 2.0
 RESTART_JUMP_S = 1.0
 """A timestamp jump larger than this (either way) within one SSRC is a restarted stream."""
 MAX_DATAGRAM = 65536
-
-
-@dataclass
-class ReceiverStats:
-    datagrams: int = 0
-    packets: int = 0
-    rtcp: int = 0
-    dropped: collections.Counter[str] = field(default_factory=collections.Counter)
-    decode_errors: int = 0
-    fec_used: int = 0
-    fec_packets: int = 0
-    fec_recovered: int = 0
-    senders: int = 0
-    ssrc: int | None = None
-    trx: bool = False
-    last_packet: float = 0.0
 
 
 class DelayMeter:

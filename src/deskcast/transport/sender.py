@@ -21,18 +21,15 @@ from deskcast.errors import DeviceError, EndpointError
 from deskcast.media import AudioFormat, PcmBlock
 from deskcast.playback.base import Sink
 from deskcast.transport.fec import FEC_PT, FEC_SSRC_XOR, FecEncoder
-from deskcast.transport.rtp import (
+from deskcast.transport.ntp import ntp_from_unix, round_trip_seconds
+from deskcast.transport.rtcp import (
     ReceiverReport,
-    RtpError,
-    RtpPacket,
     SenderReport,
     SourceDescription,
-    is_rtcp,
-    ntp_from_unix,
     parse_rtcp,
-    round_trip_seconds,
     serialize_rtcp,
 )
+from deskcast.transport.rtp import RtpError, RtpPacket, is_rtcp
 from deskcast.transport.srtp import SrtpError, SrtpKey, SrtpReceiver, SrtpSender
 
 logger = logging.getLogger(__name__)
