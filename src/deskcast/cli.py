@@ -516,9 +516,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from deskcast.capture import make_source
     from deskcast.endpoints import parse_hostport
     from deskcast.http import token as token_file
+    from deskcast.http.app import serve
     from deskcast.http.mpris import poll_mpris
     from deskcast.http.nowplaying import parse_field_map, poll_tracker
-    from deskcast.http.server import SERVE_BLOCK_MS, Server, serve
+    from deskcast.http.server import SERVE_BLOCK_MS, Server
 
     s = _settings(args, ["serve", "run", "audio", "hub"])
     fmt = _audio_format(s)

@@ -13,7 +13,7 @@ import sys
 
 WARM = ("deskcast.cli", "deskcast.pump", "deskcast.capture.pulse", "deskcast.capture.alsa",
         "deskcast.transport.sender", "deskcast.encode.opus", "deskcast.playback.alsa",
-        "deskcast.http.server", "deskcast.encode.mp3")
+        "deskcast.http.app", "deskcast.encode.mp3")
 
 
 def main() -> int:

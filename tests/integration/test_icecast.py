@@ -262,7 +262,8 @@ def test_serve_streams_reach_icecast_through_subscribe_and_survive_a_restart(
         caplog: pytest.LogCaptureFixture) -> None:
     """What ``serve --icecast URL`` does: each connection opens a fresh
     ``Server.subscribe(fmt)`` (so Ogg header pages start every connection)."""
-    from deskcast.http.server import Server, serve
+    from deskcast.http.app import serve
+    from deskcast.http.server import Server
 
     caplog.set_level(logging.INFO, logger="deskcast.http.icecast")
 
