@@ -36,19 +36,12 @@ from deskcast.pacing import Pacer
 from deskcast.transport.arrival import SO_TIMESTAMPNS, STAMP_SPACE, ArrivalClock
 from deskcast.transport.fec import FEC_PT, FEC_SSRC_XOR, FecDecoder
 from deskcast.transport.jitter import Frame, JitterBuffer
-from deskcast.transport.ntp import dlsr_from_seconds, ntp_middle32
 from deskcast.transport.playout import DriftController, Playout
 from deskcast.transport.receive.stats import JitterEstimator, ReceiverStats, SequenceTracker
-from deskcast.transport.rtcp import (
-    ReceiverReport,
-    SenderReport,
-    SourceDescription,
-    parse_rtcp,
-    serialize_rtcp,
-)
+from deskcast.transport.rtcpsession import RtcpSession
 from deskcast.transport.rtp import RtpError, RtpPacket, is_rtcp, ts_delta
 from deskcast.transport.sender import DEFAULT_PORT, TRX_PT, TRX_TS_DIVISOR
-from deskcast.transport.srtp import SrtpError, SrtpKey, SrtpReceiver, SrtpSender
+from deskcast.transport.srtp import SrtpError, SrtpKey, SrtpReceiver
 
 logger = logging.getLogger(__name__)
 
@@ -133,8 +126,6 @@ class _Stream:
         self.candidate: int | None = None
         self.sequence = SequenceTracker()
         self.arrival = JitterEstimator(48000 // self.scale if payload_type == TRX_PT else 48000)
-        self.lsr = 0
-        self.lsr_at = 0.0
         self.peer: tuple[str, int] | None = None
 
     def extend(self, ts: int, samples: int, restart_samples: int) -> int | str | None:
@@ -176,7 +167,6 @@ class RtpReceiver(Source):
         self.allow = parse_allow(allow)
         self._allowed: dict[object, bool] = {}
         self.srtp_in = SrtpReceiver(key) if key is not None else None
-        self.srtp_out = SrtpSender(key) if key is not None else None
         if fmt.rate != 48000:
             raise EndpointError("the receiver plays at 48000 Hz (Opus' clock); drop --rate")
         self.host, self.port = _listen_address(endpoint.target)
@@ -186,6 +176,8 @@ class RtpReceiver(Source):
         self.clock = clock
         self.stats = ReceiverStats()
         self.ssrc = secrets.randbits(32)
+        self.rtcp = RtcpSession(self.ssrc, "deskcast-receiver", interval_s=RR_INTERVAL_S,
+                                key=key)
         self.decoder = OpusDecoder(fmt)
         self.fec = FecDecoder()
         self.playout = Playout(jitter, fmt, DriftController(fmt.rate) if drift else None)
@@ -273,7 +265,7 @@ class RtpReceiver(Source):
         sel = selectors.DefaultSelector()
         for sock in self._socks:
             sel.register(sock, selectors.EVENT_READ, data=sock)
-        next_rr = self.clock() + RR_INTERVAL_S
+        self.rtcp.start(self.clock(), RR_INTERVAL_S)
         try:
             while not self._stop.is_set():
                 for key, _ in sel.select(timeout=0.2):
@@ -283,8 +275,7 @@ class RtpReceiver(Source):
                     except OSError:
                         continue
                     self.handle(data, arrivals.arrival(ancdata), addr)
-                if self.clock() >= next_rr:
-                    next_rr = self.clock() + RR_INTERVAL_S
+                if self.rtcp.due(self.clock()):
                     self._send_report()
         finally:
             sel.close()
@@ -295,18 +286,13 @@ class RtpReceiver(Source):
             stream = self._stream
             if stream is None or stream.peer is None or self.stats.trx:
                 return
-            dlsr = dlsr_from_seconds(self.clock() - stream.lsr_at) if stream.lsr else 0
-            block = stream.sequence.report_block(stream.ssrc, round(stream.arrival.jitter),
-                                                 stream.lsr, dlsr)
-            peer = stream.peer
-        data = serialize_rtcp([ReceiverReport(self.ssrc, (block,)),
-                               SourceDescription.cname(self.ssrc, "deskcast-receiver")])
-        if self.srtp_out is not None:
             try:
-                data = self.srtp_out.protect_rtcp(data)
+                data = self.rtcp.receiver_report(self.clock(), stream.sequence,
+                                                 round(stream.arrival.jitter))
             except ValueError as err:
                 logger.debug("receiver report not sent: %s", err)
                 return
+            peer = stream.peer
         with contextlib.suppress(OSError):  # the sender went away; reports resume with it
             self._socks[0].sendto(data, peer)
 
@@ -317,17 +303,23 @@ class RtpReceiver(Source):
         if self.allow and not self._is_allowed(addr):
             stats.dropped["not-allowed"] += 1
             return
-        if self.srtp_in is not None:
+        if is_rtcp(data):
             try:
-                data = (self.srtp_in.unprotect_rtcp(data) if is_rtcp(data)
-                        else self.srtp_in.unprotect(data))
+                data = self.rtcp.unprotect(data)
             except SrtpError as err:
                 stats.dropped[err.reason] += 1
                 return
-        if is_rtcp(data):
             stats.rtcp += 1
-            self._rtcp(data, now)
+            with self._lock:
+                if not self.rtcp.receive(data, now):
+                    stats.dropped["rtcp"] += 1
             return
+        if self.srtp_in is not None:
+            try:
+                data = self.srtp_in.unprotect(data)
+            except SrtpError as err:
+                stats.dropped[err.reason] += 1
+                return
         try:
             packet = RtpPacket.parse(data)
         except RtpError as err:
@@ -384,18 +376,6 @@ class RtpReceiver(Source):
             self._allowed[host] = allowed
         return allowed
 
-    def _rtcp(self, data: bytes, now: float) -> None:
-        try:
-            packets = parse_rtcp(data)
-        except RtpError:
-            self.stats.dropped["rtcp"] += 1
-            return
-        with self._lock:
-            stream = self._stream
-            for sr in packets:
-                if isinstance(sr, SenderReport) and stream is not None and sr.ssrc == stream.ssrc:
-                    stream.lsr, stream.lsr_at = ntp_middle32(sr.ntp_timestamp), now
-
     def _repair(self, packet: RtpPacket, now: float) -> None:
         """A repair packet of `send --fec`: rebuild what its group lost."""
         with self._lock:
@@ -422,6 +402,7 @@ class RtpReceiver(Source):
         else:
             logger.info("sender: ssrc %08x, payload type %d", packet.ssrc, packet.payload_type)
         self._stream = stream
+        self.rtcp.follow(packet.ssrc)
         self.jitter.reset()
         self.decoder = OpusDecoder(self.fmt)
         self.fec = FecDecoder()
