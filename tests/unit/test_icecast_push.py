@@ -15,7 +15,7 @@ import pytest
 
 from deskcast.backoff import Backoff
 from deskcast.errors import ConfigError
-from deskcast.http.icecast import (
+from deskcast.http.relay.icecast import (
     IcecastPush,
     IcecastTarget,
     explain_refusal,
@@ -217,7 +217,7 @@ def test_source_request_headers_and_body() -> None:
 
 def test_refused_then_accepted_with_backoff_and_one_line_per_state(
         caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="deskcast.http.icecast")
+    caplog.set_level(logging.INFO, logger="deskcast.http.relay")
     refused = ("HTTP/1.0 401 Authentication Required\r\nConnection: Close\r\n\r\n"
                "You need to authenticate\r\n")
     sleeps = Sleeps()
@@ -331,7 +331,7 @@ def test_a_fresh_stream_that_ends_is_opened_again_on_a_new_connection(
         caplog: pytest.LogCaptureFixture) -> None:
     """serve's subscribe() ends when its consumer fell too far behind: the push renews the
     connection with a fresh iterator (fresh Ogg headers) instead of stopping for good."""
-    caplog.set_level(logging.INFO, logger="deskcast.http.icecast")
+    caplog.set_level(logging.INFO, logger="deskcast.http.relay")
     opened: list[int] = []
 
     def open_stream() -> AsyncIterator[bytes]:

@@ -5,7 +5,7 @@ Routes: ``/`` (the page, with ``/app.js`` and ``/app.css``: :mod:`.page`), ``/st
 (:mod:`.listen`), ``/api/status``, ``/api/events``, ``POST /api/metadata`` and ``/metrics``
 (:mod:`.api`); the listen token is a middleware (:mod:`.auth`), HTTPS a site (:mod:`.tls`).
 
-Lifecycle: the audio thread and the background tasks (song tracker, MPRIS, Icecast push, HLS)
+Lifecycle: the audio thread and the background tasks (song tracker, MPRIS, the relays)
 live in the application's ``cleanup_ctx``: started when the application starts, stopped when
 it is cleaned up. On shutdown, before aiohttp closes the connections, the tasks are stopped
 and then the streams ended, so every handler finishes by itself instead of being cut.
@@ -17,6 +17,7 @@ timeout, a stall timeout for listeners that stop reading, a TLS handshake deadli
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import resource
@@ -29,6 +30,7 @@ from aiohttp import web
 from deskcast.errors import DeviceError
 from deskcast.http import api, listen, page
 from deskcast.http.auth import listen_guard
+from deskcast.http.relay import Relay
 from deskcast.http.responses import nosniff
 from deskcast.http.server import SERVER, Server
 from deskcast.http.tls import Site
@@ -81,8 +83,13 @@ class Background:
 BACKGROUND = web.AppKey("background", Background)
 
 
-def make_app(server: Server, tasks: Sequence[Task] = ()) -> web.Application:
-    """The application serving ``server``; ``tasks`` run while it runs."""
+def make_app(server: Server, tasks: Sequence[Task] = (),
+             relays: Sequence[Relay] = ()) -> web.Application:
+    """The application serving ``server``; ``tasks`` and ``relays`` run while it runs, each
+    relay's status a section of /api/status."""
+    for relay in relays:
+        server.status_providers[relay.name] = relay.status
+    tasks = [*tasks, *(functools.partial(relay.relay, server) for relay in relays)]
     app = web.Application(client_max_size=api.MAX_BODY_BYTES,
                           middlewares=[listen_guard(server.listen_token)])
     app[SERVER] = server
@@ -148,17 +155,19 @@ def raise_fd_limit(max_listeners: int) -> int:
 
 
 async def serve(server: Server, host: str, port: int, stop: asyncio.Event,
-                tasks: Sequence[Task] = (), *, ssl_context: ssl.SSLContext | None = None,
+                tasks: Sequence[Task] = (), *, relays: Sequence[Relay] = (),
+                ssl_context: ssl.SSLContext | None = None,
                 header_timeout_s: float = HEADER_TIMEOUT_S) -> None:
     """Serve until ``stop`` is set; ``tasks`` are coroutine functions taking an event set when
-    serve stops (e.g. the song-tracker poller), run alongside and cancelled at the end. With
-    ``ssl_context``, HTTPS.
+    serve stops (e.g. the song-tracker poller), run alongside with ``relays`` (Icecast, HLS)
+    and cancelled at the end. With ``ssl_context``, HTTPS.
     """
     raise_fd_limit(server.max_listeners)
     # aiohttp's keep-alive timer starts when a connection opens and is not reset by incoming
     # bytes, so it also bounds how long a client may take to send its request headers.
-    runner = web.AppRunner(make_app(server, tasks), access_log=None, handler_cancellation=True,
-                           shutdown_timeout=1.0, keepalive_timeout=header_timeout_s,
+    app = make_app(server, tasks, relays)
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0,
+                           keepalive_timeout=header_timeout_s,
                            max_line_size=MAX_LINE_BYTES, max_field_size=MAX_FIELD_BYTES,
                            max_headers=MAX_HEADERS)
     await runner.setup()
