@@ -517,8 +517,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from deskcast.endpoints import parse_hostport
     from deskcast.http import token as token_file
     from deskcast.http.app import serve
-    from deskcast.http.mpris import poll_mpris
-    from deskcast.http.nowplaying import parse_field_map, poll_tracker
+    from deskcast.http.nowplaying.mpris import poll_mpris
+    from deskcast.http.nowplaying.tracker import parse_field_map, poll_tracker
     from deskcast.http.relay import Relay
     from deskcast.http.server import SERVE_BLOCK_MS, Server
 
