@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deskcast.transport.receiver import EXPAND_FADE_S, EXPAND_HOLD_S
+from deskcast.transport.receive.decode import EXPAND_FADE_S, EXPAND_HOLD_S
 from deskcast.transport.rtp import RtpPacket
 from rig import SoundServer
 from rig.capture import Recorder, play_file, wait_played

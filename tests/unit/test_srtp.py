@@ -22,7 +22,8 @@ from deskcast.errors import ConfigError
 from deskcast.media import AudioFormat, PcmBlock
 from deskcast.transport.fec import FEC_PT, FecEncoder
 from deskcast.transport.jitter import JitterBuffer
-from deskcast.transport.receiver import RtpReceiver, address_allowed, parse_allow
+from deskcast.transport.receive.allow import address_allowed, parse_allow
+from deskcast.transport.receiver import RtpReceiver
 from deskcast.transport.rtcp import ReceiverReport, parse_rtcp, serialize_rtcp
 from deskcast.transport.rtp import RtpPacket
 from deskcast.transport.sdp import SessionDescription, parse_sdp, write_sdp

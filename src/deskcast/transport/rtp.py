@@ -33,6 +33,7 @@ __all__ = [
     "REASONS",
     "TRX_CLOCK_RATE",
     "TRX_PAYLOAD_TYPE",
+    "TRX_TS_DIVISOR",
     "Datagram",
     "RtpError",
     "RtpPacket",
@@ -50,6 +51,7 @@ OPUS_CLOCK_RATE: Final = 48000
 TRX_PAYLOAD_TYPE: Final = 0
 TRX_CLOCK_RATE: Final = 8000
 """``trx`` labels its Opus stream PT 0 (PCMU's number) and counts timestamps in 8 kHz units."""
+TRX_TS_DIVISOR: Final = OPUS_CLOCK_RATE // TRX_CLOCK_RATE
 
 U16: Final = 0xFFFF
 U32: Final = 0xFFFFFFFF

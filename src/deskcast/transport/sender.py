@@ -20,21 +20,17 @@ from deskcast.endpoints import Endpoint, parse_hostport
 from deskcast.errors import DeviceError, EndpointError
 from deskcast.media import AudioFormat, PcmBlock
 from deskcast.playback.base import Sink
+from deskcast.transport import DEFAULT_PORT
 from deskcast.transport.fec import FEC_PT, FEC_SSRC_XOR, FecEncoder
 from deskcast.transport.rtcpsession import Feedback, RtcpSession
-from deskcast.transport.rtp import RtpPacket, is_rtcp
+from deskcast.transport.rtp import TRX_PAYLOAD_TYPE, TRX_TS_DIVISOR, RtpPacket, is_rtcp
 from deskcast.transport.srtp import SrtpError, SrtpKey, SrtpSender
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PORT = 1350
-"""trx's port, so either end can talk to the other without options."""
 DYNAMIC_PT = 96
 RTCP_INTERVAL_S = 5.0
 """RFC 3550's minimum interval between reports; RTCP goes to PORT+1, as trx does."""
-TRX_PT = 0
-TRX_TS_DIVISOR = 6
-"""trx counts timestamps at 8 kHz: 48000 / 8000."""
 
 
 @dataclass
@@ -74,7 +70,7 @@ class RtpSender(Sink):
         self.host, self.port = parse_hostport(endpoint.target, DEFAULT_PORT)
         self.encoder = encoder
         self.trx = trx
-        self.payload_type = TRX_PT if trx else payload_type
+        self.payload_type = TRX_PAYLOAD_TYPE if trx else payload_type
         self.ttl = ttl
         self.dscp = dscp
         self.ssrc = secrets.randbits(32)
