@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from deskcast.encode.mp3 import split_frames
-from deskcast.http.listen import STREAM_SNDBUF_BYTES
+from deskcast.http.stream_handler import STREAM_SNDBUF_BYTES
 from rig.signals import dominant_frequency
 
 from .conftest import DESKCAST, Cli, finish, wait_for_line

@@ -2,7 +2,7 @@
 :func:`serve` runs it on a port.
 
 Routes: ``/`` (the page, with ``/app.js`` and ``/app.css``: :mod:`.page`), ``/stream.{fmt}``
-(:mod:`.listen`), ``/api/status``, ``/api/events``, ``POST /api/metadata`` and ``/metrics``
+(:mod:`.stream_handler`), ``/api/status``, ``/api/events``, ``POST /api/metadata`` and ``/metrics``
 (:mod:`.api`); the listen token is a middleware (:mod:`.auth`), HTTPS a site (:mod:`.tls`).
 
 Lifecycle: the audio thread and the background tasks (song tracker, MPRIS, the relays)
@@ -28,7 +28,7 @@ from typing import Any
 from aiohttp import web
 
 from deskcast.errors import DeviceError
-from deskcast.http import api, listen, page
+from deskcast.http import api, page, stream_handler
 from deskcast.http.auth import listen_guard
 from deskcast.http.relay import Relay
 from deskcast.http.responses import nosniff
@@ -94,10 +94,10 @@ def make_app(server: Server, tasks: Sequence[Task] = (),
                           middlewares=[listen_guard(server.listen_token)])
     app[SERVER] = server
     app[BACKGROUND] = Background(tasks)
-    app[listen.PER_ADDRESS] = {}
+    app[stream_handler.PER_ADDRESS] = {}
     app.on_response_prepare.append(nosniff)
     page.add_routes(app)
-    app.router.add_get("/stream.{fmt}", listen.stream)
+    app.router.add_get("/stream.{fmt}", stream_handler.stream)
     api.add_routes(app)
     app.cleanup_ctx.append(_audio)
     app.cleanup_ctx.append(_background)
