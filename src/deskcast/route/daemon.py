@@ -22,6 +22,10 @@ Design:
   shows its restarts and last error. SIGTERM stops every leg (children get SIGTERM, the
   loopback is unloaded) and leaves the hub and the saved route as they are, so the next start
   restores the route.
+
+Beside it: the legs (:mod:`deskcast.route.legs`), one leg's restart loop
+(:mod:`deskcast.route.supervise`), the hub's upkeep on PulseAudio (:mod:`deskcast.route.pulsehub`)
+and finding receivers by name (:mod:`deskcast.route.discovery`).
 """
 
 from __future__ import annotations
@@ -34,29 +38,32 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from deskcast import state
-from deskcast.backoff import Backoff
-from deskcast.errors import DeskcastError, DeviceError, EndpointError
+from deskcast.errors import DeskcastError, DeviceError
 from deskcast.route import protocol
-from deskcast.route.discovery import Browser
+from deskcast.route.discovery import Browser, resolve_host
 from deskcast.route.legs import Leg, LoopbackLeg, ProcessLeg, SendLeg, SparePool, WebLeg
 from deskcast.route.protocol import Target
+from deskcast.route.pulsehub import (
+    ensure_pulse_hub,
+    hub_exists,
+    pulse_speakers,
+    remove_stale_loopbacks,
+)
+from deskcast.route.supervise import Supervised, restart_backoff
 
 logger = logging.getLogger(__name__)
 
 STATE = "route"
 START_WAIT_S = 3.0
 """A switch answers once its new legs have started (or failed to), at most after this."""
-RESTART_FIRST_S = 0.5
-"""A leg that died is restarted after this, the wait doubling per failure in a row up to
-``[route] restart_max_s`` ..."""
-RESTART_STABLE_S = 30.0
-"""... and a leg that ran this long before it died counts as healthy: the wait starts over."""
+HUB_WATCH_S = 1.0
+"""How often the daemon checks that the hub still exists while legs run."""
 
 
 @dataclass
@@ -77,131 +84,6 @@ class RouteConfig:
     serve_tls_cert: str | None = None
     serve_listen_token: str | None = None
     """The web leg's serve reads these from the same settings; its status check needs them."""
-
-
-@dataclass
-class Supervised:
-    """One leg and its restart loop."""
-
-    target: Target
-    leg: Leg
-    backoff: Backoff
-    state: str = "starting"
-    restarts: int = 0
-    last_error: str = ""
-    since: float = field(default_factory=time.time)
-    task: asyncio.Task[None] | None = None
-    stopping: bool = False
-    attempted: asyncio.Event = field(default_factory=asyncio.Event)
-    """Set once the first start has succeeded or failed: a switch answers after that."""
-    prepare: Callable[[], Awaitable[None]] | None = None
-    """Run before every start (the hub is re-created if the sound server lost it)."""
-    _starting: asyncio.Future[None] | None = None
-
-    async def run(self) -> None:
-        while not self.stopping:
-            started = time.monotonic()
-            # Shielded: a switch that stops this leg mid-start waits for the start to finish
-            # (see stop), so that no loopback or child made a moment later is left behind.
-            self._starting = asyncio.ensure_future(self._start_leg())
-            try:
-                await asyncio.shield(self._starting)
-            except DeskcastError as err:
-                why = str(err)
-            except Exception as err:  # a bug: log it loudly, keep the other legs going
-                logger.exception("%s: could not start", self.target.word)
-                why = f"internal error: {err!r}"
-            else:
-                self.state = "running"
-                self.since = time.time()
-                self.attempted.set()
-                why = await self.leg.wait()
-            self.attempted.set()
-            if self.stopping:
-                return
-            await self.leg.stop()
-            self.restarts += 1
-            self.last_error = why
-            delay = self.backoff.next(time.monotonic() - started)
-            self.state = "restarting"
-            logger.warning("%s: %s; restarting in %.1f s", self.target.word, why, delay)
-            await asyncio.sleep(delay)
-
-    async def _start_leg(self) -> None:
-        if self.prepare is not None:
-            await self.prepare()
-        await self.leg.start()
-
-    async def stop(self) -> None:
-        self.stopping = True
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-        if self._starting is not None and not self._starting.done():
-            with contextlib.suppress(Exception):
-                await self._starting
-        await self.leg.stop()
-
-    async def describe(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"target": self.target.word, "kind": self.target.kind,
-                               "state": self.state, "since": round(self.since, 3),
-                               "restarts": self.restarts}
-        if self.last_error:
-            out["last_error"] = self.last_error
-        if self.state == "running":
-            if self.leg.pid is not None:
-                out["pid"] = self.leg.pid
-            out.update(await self.leg.info())
-        return out
-
-
-def ensure_pulse_hub(sink_name: str) -> str:
-    """Make sure the hub exists and is the default sink; return its monitor's name.
-
-    Streams are moved onto the hub only when it is created here (as ``hub setup`` does); an
-    existing hub that lost its default status only gets it back, nobody's stream is moved.
-    """
-    from deskcast import soundserver
-    from deskcast.hub import pulse as pulse_hub
-
-    with soundserver.connect() as pulse:
-        sinks = {s.name: s for s in pulse.sink_list()}
-        hub = sinks.get(sink_name)
-        if hub is not None and pulse.server_info().default_sink_name != sink_name:
-            pulse.default_set(hub)
-            logger.info("made the hub %s the default sink again", sink_name)
-    if hub is None:
-        st = pulse_hub.setup(sink_name)
-        logger.info("created the hub %s (streams moved onto it: %s)", sink_name,
-                    ", ".join(st.streams) or "none")
-        return st.monitor
-    return str(hub.monitor_source_name)
-
-
-def pulse_speakers(cfg: RouteConfig) -> str:
-    from deskcast import soundserver
-
-    if cfg.speakers:
-        return cfg.speakers
-    with soundserver.connect() as pulse:
-        return soundserver.speakers(pulse, cfg.sink_name)
-
-
-def resolve_host(host: str, port: int, browser: Browser | None = None) -> tuple[str, int]:
-    """A receiver found by mDNS under that name (its address and port), else the name itself
-    once the system resolver knows it; EndpointError in one line otherwise."""
-    found = browser.lookup(host) if browser is not None else None
-    if found is not None and found.addresses:
-        return found.addresses[0], found.port
-    try:
-        socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-    except socket.gaierror as err:
-        known = ", ".join(f.name for f in browser.receivers()) if browser is not None else ""
-        raise EndpointError(f"unknown host {host!r} ({err.strerror}): check the name or give "
-                            "an address" + (f"; receivers found on the network: {known}"
-                                            if known else "")) from None
-    return host, port
 
 
 class Daemon:
@@ -248,7 +130,7 @@ class Daemon:
     async def _serve(self, ready: Callable[[], None] | None) -> None:
         if self.backend == "pulse":
             self.monitor = await asyncio.to_thread(ensure_pulse_hub, self.cfg.sink_name)
-            await asyncio.to_thread(_remove_stale_loopbacks)
+            await asyncio.to_thread(remove_stale_loopbacks)
         else:
             from deskcast.capture import ALSA_HUB_DEVICE
 
@@ -343,7 +225,7 @@ class Daemon:
         for t in wanted:
             if t not in self.legs:
                 sup = Supervised(t, made[t],
-                                 self._backoff(),
+                                 restart_backoff(self.cfg.restart_max_s),
                                  prepare=self._hub_check if self.pool is not None
                                  and self.backend == "pulse" else None)
                 sup.task = asyncio.create_task(sup.run(), name=f"leg {t.word}")
@@ -358,14 +240,10 @@ class Daemon:
             state.save(STATE, {"targets": [t.word for t in targets], "since": self.since})
         logger.info("route: %s", " ".join(t.word for t in targets))
 
-    def _backoff(self) -> Backoff:
-        longest = self.cfg.restart_max_s
-        return Backoff(min(RESTART_FIRST_S, longest), longest, stable_s=RESTART_STABLE_S)
-
     async def _hub_check(self) -> None:
         """Before a leg (re)starts: if the sound server lost the hub (it was restarted), make
         it again — as at the daemon's start. An existing hub is left exactly as it is."""
-        if not await asyncio.to_thread(_hub_exists, self.cfg.sink_name):
+        if not await asyncio.to_thread(hub_exists, self.cfg.sink_name):
             from deskcast.hub import pulse as pulse_hub
 
             if not state.load(pulse_hub.STATE):  # `deskcast hub remove`: the user's wish
@@ -400,8 +278,8 @@ class Daemon:
                   else f"alsa:{self.monitor}")
         if t.kind == "local":
             if self.backend == "pulse":
-                return LoopbackLeg(t.word, self.monitor, pulse_speakers(self.cfg),
-                                   self.cfg.local_latency_ms)
+                speakers = pulse_speakers(self.cfg.speakers, self.cfg.sink_name)
+                return LoopbackLeg(t.word, self.monitor, speakers, self.cfg.local_latency_ms)
             return ProcessLeg(t.word, "local", [*common, "play", source,
                                                 f"alsa:{self.cfg.alsa_speakers}", "-q"],
                               pool=self.pool)
@@ -473,24 +351,6 @@ class Daemon:
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
 
-
-HUB_WATCH_S = 1.0
-"""How often the daemon checks that the hub still exists while legs run."""
-
-
-def _hub_exists(sink_name: str) -> bool:
-    from deskcast import soundserver
-
-    with soundserver.connect() as pulse:
-        return any(s.name == sink_name for s in pulse.sink_list())
-
-
-def _remove_stale_loopbacks() -> None:
-    from deskcast import soundserver
-    from deskcast.route.legs import remove_stale_loopbacks
-
-    with soundserver.connect() as pulse:
-        remove_stale_loopbacks(pulse)
 
 
 def run(cfg: RouteConfig) -> None:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+from deskcast.errors import EndpointError
+
 logger = logging.getLogger(__name__)
 
 SERVICE = "_deskcast._udp.local."
@@ -154,3 +156,19 @@ class Browser:
             with contextlib.suppress(Exception):
                 self._zc.close()
             self._zc = None
+
+
+def resolve_host(host: str, port: int, browser: Browser | None = None) -> tuple[str, int]:
+    """A receiver found by mDNS under that name (its address and port), else the name itself
+    once the system resolver knows it; EndpointError in one line otherwise."""
+    found = browser.lookup(host) if browser is not None else None
+    if found is not None and found.addresses:
+        return found.addresses[0], found.port
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    except socket.gaierror as err:
+        known = ", ".join(f.name for f in browser.receivers()) if browser is not None else ""
+        raise EndpointError(f"unknown host {host!r} ({err.strerror}): check the name or give "
+                            "an address" + (f"; receivers found on the network: {known}"
+                                            if known else "")) from None
+    return host, port
