@@ -30,25 +30,17 @@ from pathlib import Path
 _ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(_ROOT), str(_ROOT / "tests")]
 
-from bench.common import (  # noqa: E402
+from bench.common.measure import MachineLoad, cpu_seconds, median  # noqa: E402
+from bench.common.pipelines import (  # noqa: E402
     DESKCAST_DEFAULT,
     LOW_LATENCY,
-    RATE,
     TRX_DEFAULT,
-    BenchError,
-    BenchServer,
-    MachineLoad,
     Pipeline,
-    Procs,
-    Progress,
-    add_server_priority,
-    cpu_seconds,
-    header,
-    median,
-    print_footer,
     start_pipeline,
-    table,
 )
+from bench.common.procs import BenchError, Procs  # noqa: E402
+from bench.common.report import Progress, header, print_footer, table  # noqa: E402
+from bench.common.server import RATE, BenchServer, add_server_priority  # noqa: E402
 from rig import SoundServer  # noqa: E402
 from rig.capture import CaptureError, play_file  # noqa: E402
 from rig.signals import noise, tone, write_wav  # noqa: E402

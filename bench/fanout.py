@@ -48,23 +48,21 @@ from typing import Any
 _ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(_ROOT), str(_ROOT / "src"), str(_ROOT / "tests")]
 
-from bench.common import (  # noqa: E402
+from bench.common.measure import MachineLoad, cpu_seconds, median, percentile, rss_mb  # noqa: E402
+from bench.common.procs import (  # noqa: E402
     DESKCAST,
     BenchError,
     Child,
-    MachineLoad,
     Procs,
-    Progress,
-    _die_with_parent,
-    cpu_seconds,
-    header,
-    median,
-    package_version,
-    percentile,
-    print_run_footer,
-    rss_mb,
-    table,
+    die_with_parent,
     wait_for_log,
+)
+from bench.common.report import (  # noqa: E402
+    Progress,
+    header,
+    package_version,
+    print_run_footer,
+    table,
 )
 
 BITRATE_KBPS = 128
@@ -402,7 +400,7 @@ def measure(server: str, n: int, window_s: float, *, procs: Procs, env: dict[str
                  f"127.0.0.1:{target.port}{target.path}", "--n", str(n),
                  "--window-s", str(window_s), *(["--icy"] if icy else [])],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errlog,
-                env=env, start_new_session=True, preexec_fn=_die_with_parent)  # noqa: PLW1509
+                env=env, start_new_session=True, preexec_fn=die_with_parent)  # noqa: PLW1509
         child = Child(f"{tag}-listeners", proc, log)
         procs.children.append(child)
         connected = read_event(child, proc, "connected", 60 + n / 20)

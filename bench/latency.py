@@ -38,29 +38,18 @@ sys.path[:0] = [str(_ROOT), str(_ROOT / "tests")]
 
 import numpy as np  # noqa: E402
 
-from bench.common import (  # noqa: E402
+from bench.common.measure import MachineLoad, median, percentile  # noqa: E402
+from bench.common.pipelines import (  # noqa: E402
     DESKCAST_DEFAULT,
     LOW_LATENCY,
-    METER,
-    RATE,
     TRX_DEFAULT,
-    BenchError,
-    BenchServer,
-    MachineLoad,
     Pipeline,
-    Procs,
-    Progress,
-    add_load,
-    add_server_priority,
-    cpu_load,
-    header,
-    median,
-    percentile,
-    print_footer,
     start_pipeline,
-    table,
     worktree,
 )
+from bench.common.procs import BenchError, Procs, add_load, cpu_load  # noqa: E402
+from bench.common.report import Progress, header, print_footer, table  # noqa: E402
+from bench.common.server import METER, RATE, BenchServer, add_server_priority  # noqa: E402
 from rig.capture import CaptureError  # noqa: E402
 from rig.meter import EventTracker, MarkerSignal, MeterRecording, SignalPlayer, steps  # noqa: E402
 from rig.soundserver import SoundServer, SoundServerError  # noqa: E402

@@ -51,29 +51,23 @@ sys.path[:0] = [str(_ROOT), str(_ROOT / "tests")]
 import numpy as np  # noqa: E402
 import numpy.typing as npt  # noqa: E402
 
-from bench.common import (  # noqa: E402
-    DESKCAST_DEFAULT,
-    LOW_LATENCY,
-    METER,
-    RATE,
+from bench.common.measure import (  # noqa: E402
     SILENT_DB,
-    TRX_DEFAULT,
-    BenchError,
-    BenchServer,
     MachineLoad,
-    Pipeline,
-    Procs,
-    Progress,
-    add_server_priority,
     block_levels_db,
-    free_port_pair,
-    header,
     median,
     percentile,
-    print_footer,
-    start_pipeline,
-    table,
 )
+from bench.common.pipelines import (  # noqa: E402
+    DESKCAST_DEFAULT,
+    LOW_LATENCY,
+    TRX_DEFAULT,
+    Pipeline,
+    start_pipeline,
+)
+from bench.common.procs import BenchError, Procs, free_port_pair  # noqa: E402
+from bench.common.report import Progress, header, print_footer, table  # noqa: E402
+from bench.common.server import METER, RATE, BenchServer, add_server_priority  # noqa: E402
 from rig.capture import CaptureError  # noqa: E402
 from rig.meter import MeterRecording, SignalPlayer, steps  # noqa: E402
 from rig.netem import Impairment, ImpairmentProxy  # noqa: E402

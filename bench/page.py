@@ -63,26 +63,11 @@ import numpy as np  # noqa: E402
 import numpy.typing as npt  # noqa: E402
 from playwright import sync_api  # noqa: E402
 
-from bench.common import (  # noqa: E402
-    DESKCAST,
-    METER,
-    RATE,
-    BenchError,
-    BenchServer,
-    FrameClock,
-    MachineLoad,
-    Pipeline,
-    Procs,
-    Progress,
-    add_server_priority,
-    block_levels_db,
-    header,
-    median,
-    package_version,
-    print_footer,
-    table,
-    wait_for_log,
-)
+from bench.common.measure import FrameClock, MachineLoad, block_levels_db, median  # noqa: E402
+from bench.common.pipelines import Pipeline  # noqa: E402
+from bench.common.procs import DESKCAST, BenchError, Procs, wait_for_log  # noqa: E402
+from bench.common.report import Progress, header, package_version, print_footer, table  # noqa: E402
+from bench.common.server import METER, RATE, BenchServer, add_server_priority  # noqa: E402
 from bench.pagekit import (  # noqa: E402
     BURST_S,
     CHROMIUM,
@@ -458,7 +443,7 @@ def main() -> int:
               "browser closes).")
         print("the delays are sample offsets inside one recording; first sound is too, from "
               "navigation start put on the recording's clock by when the recording grew before "
-              "it (bench/common.py FrameClock: when the meter mixed the sound, as in "
+              "it (bench/common/measure.py FrameClock: when the meter mixed the sound, as in "
               "bench/latency.py).")
         skipped = {r.pipeline.label: r.hub_gap_ms for r in ordered if r.hub_gap_ms}
         if skipped:

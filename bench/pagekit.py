@@ -2,9 +2,9 @@
 private PulseAudio's ``out`` sink, and gone, every process of it, when the ``with`` ends) and
 the bare page that plays an icecast2 mount; the test signal (a 1 kHz tone with a different
 noise burst every 0.5 s); and finding the bursts and the silences in the meter's recording (hub
-and out on one sample clock; bench/common.py's FrameClock puts navigation start onto it).
+and out on one sample clock; bench/common/measure.py's FrameClock puts navigation start onto it).
 
-Like bench/common.py, it needs the repository root and ``tests/`` on ``sys.path`` (page.py
+Like bench/common/, it needs the repository root and ``tests/`` on ``sys.path`` (page.py
 puts them there)."""
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ import numpy as np
 import numpy.typing as npt
 from playwright import sync_api
 
-from bench.common import METER, RATE, block_levels_db
+from bench.common.measure import block_levels_db
+from bench.common.server import METER, RATE
 from rig.meter import MeterRecording
 from rig.signals import correlation, find_delay, level_db
 

@@ -45,27 +45,19 @@ import numpy as np
 _ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(_ROOT), str(_ROOT / "tests")]
 
-from bench.common import (  # noqa: E402
+from bench.common.measure import MachineLoad, cpu_seconds, load_summary, rss_mb  # noqa: E402
+from bench.common.procs import (  # noqa: E402
     DESKCAST,
-    METER,
-    RATE,
     BenchError,
-    BenchServer,
     Child,
-    MachineLoad,
     Procs,
-    Progress,
     add_load,
-    add_server_priority,
     cpu_load,
-    cpu_seconds,
     free_port_pair,
-    header,
-    load_summary,
-    rss_mb,
-    table,
     wait_for_log,
 )
+from bench.common.report import Progress, header, table  # noqa: E402
+from bench.common.server import METER, RATE, BenchServer, add_server_priority  # noqa: E402
 from rig.meter import (  # noqa: E402
     EventTracker,
     MarkerSignal,

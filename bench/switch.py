@@ -51,24 +51,23 @@ sys.path[:0] = [str(_ROOT), str(_ROOT / "tests"), str(_ROOT / "src")]
 import numpy as np  # noqa: E402
 import numpy.typing as npt  # noqa: E402
 
-from bench.common import (  # noqa: E402
-    DESKCAST,
-    RATE,
-    BenchError,
+from bench.common.measure import (  # noqa: E402
     FrameClock,
     MachineLoad,
-    Procs,
-    Progress,
-    add_server_priority,
     block_levels_db,
-    free_port_pair,
-    header,
     load_summary,
     median,
     percentile,
-    table,
+)
+from bench.common.procs import (  # noqa: E402
+    DESKCAST,
+    BenchError,
+    Procs,
+    free_port_pair,
     wait_for_log,
 )
+from bench.common.report import Progress, header, table  # noqa: E402
+from bench.common.server import RATE, add_server_priority  # noqa: E402
 from deskcast.route import client  # noqa: E402
 from rig.meter import Meter, MeterRecording, SignalPlayer  # noqa: E402
 from rig.soundserver import SoundServer, SoundServerError  # noqa: E402
