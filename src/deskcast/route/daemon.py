@@ -144,7 +144,7 @@ class Daemon:
             self.pool = SparePool()
             self.pool.refill()
             self.browser = Browser()
-            await asyncio.to_thread(self.browser.start)
+            await self.browser.start()
         try:
             # Restore before listening: the first answer (to the `route` that started us) is
             # then about the restored legs, not about legs still starting.
@@ -175,7 +175,7 @@ class Daemon:
             if self.pool is not None:
                 await self.pool.close()
             if self.browser is not None:
-                await asyncio.to_thread(self.browser.close)
+                await self.browser.close()
             logger.info("route daemon stopped")
 
     async def _restore(self) -> None:
@@ -207,7 +207,7 @@ class Daemon:
         targets = protocol.parse_targets(words, self.cfg.default_port)
         for t in targets:
             if t.kind == "host":
-                await asyncio.to_thread(resolve_host, t.host, t.port, self.browser)
+                await resolve_host(t.host, t.port, self.browser)
         async with self._lock:
             await self._apply(targets, persist=True)
 

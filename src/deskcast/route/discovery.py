@@ -8,15 +8,20 @@ asking the system resolver.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import socket
 import threading
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deskcast.errors import EndpointError
+
+if TYPE_CHECKING:
+    from zeroconf import ServiceStateChange, Zeroconf
+    from zeroconf.asyncio import AsyncServiceBrowser, AsyncZeroconf
 
 logger = logging.getLogger(__name__)
 
@@ -105,67 +110,88 @@ class Announcer:
 
 
 class Browser:
-    """Keeps the receivers on the network up to date (zeroconf's own thread does the work)."""
+    """Keeps the receivers on the network up to date, on the daemon's event loop
+    (``zeroconf.asyncio``: the browser's callbacks and the lookups run on that loop)."""
 
     def __init__(self) -> None:
         self.found: dict[str, Found] = {}
-        self._lock = threading.Lock()
-        self._zc: Any = None
-        self._browser: Any = None
+        self._azc: AsyncZeroconf | None = None
+        self._browser: AsyncServiceBrowser | None = None
+        self._resolving: dict[str, asyncio.Task[None]] = {}
 
-    def start(self) -> None:
-        from zeroconf import IPVersion, ServiceBrowser, Zeroconf
+    async def start(self) -> None:
+        from zeroconf import IPVersion
+        from zeroconf.asyncio import AsyncServiceBrowser, AsyncZeroconf
 
         try:
-            self._zc = Zeroconf(ip_version=IPVersion.V4Only)
-            self._browser = ServiceBrowser(self._zc, SERVICE, handlers=[self._changed])
+            self._azc = AsyncZeroconf(ip_version=IPVersion.V4Only)
+            self._browser = AsyncServiceBrowser(self._azc.zeroconf, SERVICE,
+                                                handlers=[self._changed])
         except Exception as err:  # no multicast here: names then come from the resolver only
             logger.warning("cannot look for receivers via mDNS: %s", err)
-            self.close()
+            await self.close()
 
-    def _changed(self, zeroconf: Any, service_type: str, name: str, state_change: Any) -> None:
+    def _changed(self, zeroconf: Zeroconf, service_type: str, name: str,
+                 state_change: ServiceStateChange) -> None:
         from zeroconf import ServiceStateChange
 
         short = instance_name(name)
+        key = short.lower()
+        pending = self._resolving.pop(key, None)
+        if pending is not None:
+            pending.cancel()  # what it would find is out of date now
         if state_change is ServiceStateChange.Removed:
-            with self._lock:
-                self.found.pop(short.lower(), None)
+            self.found.pop(key, None)
             return
-        info = zeroconf.get_service_info(service_type, name, RESOLVE_TIMEOUT_MS)
-        if info is None or not info.port:
+        task = asyncio.get_running_loop().create_task(
+            self._resolve(zeroconf, service_type, name, short))
+        self._resolving[key] = task
+        task.add_done_callback(lambda done: self._forget(key, done))
+
+    def _forget(self, key: str, task: asyncio.Task[None]) -> None:
+        if self._resolving.get(key) is task:
+            del self._resolving[key]
+
+    async def _resolve(self, zeroconf: Zeroconf, service_type: str, name: str,
+                       short: str) -> None:
+        from zeroconf.asyncio import AsyncServiceInfo
+
+        info = AsyncServiceInfo(service_type, name)
+        if not await info.async_request(zeroconf, RESOLVE_TIMEOUT_MS) or not info.port:
             return
         found = Found(short, tuple(info.parsed_addresses()), int(info.port))
-        with self._lock:
-            self.found[short.lower()] = found
+        self.found[short.lower()] = found
         logger.info("found receiver %s at %s:%d", short, ",".join(found.addresses), found.port)
 
     def lookup(self, name: str) -> Found | None:
-        with self._lock:
-            return self.found.get(name.lower())
+        return self.found.get(name.lower())
 
     def receivers(self) -> list[Found]:
-        with self._lock:
-            return sorted(self.found.values(), key=lambda f: f.name.lower())
+        return sorted(self.found.values(), key=lambda f: f.name.lower())
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        for task in list(self._resolving.values()):
+            task.cancel()
+        self._resolving.clear()
         if self._browser is not None:
             with contextlib.suppress(Exception):
-                self._browser.cancel()
+                await self._browser.async_cancel()
             self._browser = None
-        if self._zc is not None:
+        if self._azc is not None:
             with contextlib.suppress(Exception):
-                self._zc.close()
-            self._zc = None
+                await self._azc.async_close()
+            self._azc = None
 
 
-def resolve_host(host: str, port: int, browser: Browser | None = None) -> tuple[str, int]:
+async def resolve_host(host: str, port: int,
+                       browser: Browser | None = None) -> tuple[str, int]:
     """A receiver found by mDNS under that name (its address and port), else the name itself
     once the system resolver knows it; EndpointError in one line otherwise."""
     found = browser.lookup(host) if browser is not None else None
     if found is not None and found.addresses:
         return found.addresses[0], found.port
     try:
-        socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        await asyncio.to_thread(socket.getaddrinfo, host, port, type=socket.SOCK_DGRAM)
     except socket.gaierror as err:
         known = ", ".join(f.name for f in browser.receivers()) if browser is not None else ""
         raise EndpointError(f"unknown host {host!r} ({err.strerror}): check the name or give "

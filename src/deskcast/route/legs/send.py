@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,8 @@ class SendLeg(ProcessLeg):
     def __init__(self, word: str, host: str, port: int, *, trx: bool,
                  args_for: Callable[[str], list[str]], stats_path: Path,
                  answer_timeout_s: float, pool: SparePool | None = None,
-                 resolve: Callable[[str, int], tuple[str, int]] | None = None) -> None:
+                 resolve: Callable[[str, int], Awaitable[tuple[str, int]]] | None = None
+                 ) -> None:
         super().__init__(word, "host", args_for(_hostport(host, port)), stats_path, pool)
         self.host = host
         self.port = port
@@ -33,7 +33,7 @@ class SendLeg(ProcessLeg):
         then start ``send`` to the address."""
         host, port = self.host, self.port
         if self.resolve is not None:
-            host, port = await asyncio.to_thread(self.resolve, self.host, self.port)
+            host, port = await self.resolve(self.host, self.port)
         self.address = _hostport(host, port)
         self.args = self.args_for(self.address)
         self.argv = [*self.argv[:3], *self.args]
