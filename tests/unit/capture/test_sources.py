@@ -19,7 +19,7 @@ from deskcast.errors import EndpointError
 from deskcast.media import AudioFormat, PcmBlock
 from deskcast.pacing import Pacer
 
-from .fakes import FakeClock
+from ..fakes import FakeClock
 
 FMT = AudioFormat()
 

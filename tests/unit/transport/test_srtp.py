@@ -41,7 +41,7 @@ from deskcast.transport.srtp import (
     write_key_file,
 )
 
-from .transport.receive.streams import tone_packets
+from .receive.streams import tone_packets
 
 FMT = AudioFormat()
 
