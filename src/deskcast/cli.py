@@ -316,8 +316,6 @@ def _run_pump(source: Any, sink: Any, s: config.Settings, fmt: AudioFormat, show
     from deskcast.meter import Meter
     from deskcast.pump import Pump, PumpStats
 
-    if sink.clocked:
-        source.pacer = None  # the device's clock paces the loop
     max_frames = None if s.duration is None else round(s.duration * fmt.rate)
     with sink:
         logger.info("playing %s -> %s (%s, %d-frame blocks)", source.name, sink.name, fmt,
@@ -443,7 +441,6 @@ def cmd_receive(args: argparse.Namespace) -> int:
                            jitter=jitter, takeover_ms=s.takeover_ms, fec=s.inband_fec,
                            drift=s.drift, key=key, allow=[s.allow] if s.allow else [])
     receiver.rtprio = s.rtprio
-    receiver.output_latency_ms = s.buffer_ms if s.sink.startswith(("pulse", "alsa")) else 0.0
     sink = make_sink(s.sink, fmt, block, hub_name=s.sink_name, buffer_ms=s.buffer_ms)
     show = not args.quiet and sys.stderr.isatty()
 
