@@ -113,9 +113,9 @@ class Pump:
 
     def start(self, on_end: Callable[[Pump], None]) -> None:
         """Start the audio thread and return, for a caller that supervises from its own
-        loop (serve's event loop). When the loop ends by itself (the source ended, an error)
-        the audio thread calls ``on_end(pump)`` and then closes the sink; :meth:`stop` ends
-        it from outside."""
+        loop (serve's event loop). However the loop ends (the source ended, an error,
+        :meth:`stop`), the audio thread then calls ``on_end(pump)`` and closes the sink, so
+        that a source ending by itself is finished without a supervisor."""
         self._on_end = on_end
         self.stats.started = time.monotonic()
         self._thread.start()

@@ -159,8 +159,8 @@ class Server:
         self._pump.start(on_end=self._audio_ended)
 
     def _audio_ended(self, pump: Pump) -> None:
-        """On the audio thread, when the loop ended by itself (then the feed ends the
-        streams)."""
+        """On the audio thread, as the loop ends (the feed is closed next: the streams
+        end)."""
         if pump.error is not None:
             logger.error("audio stopped: %s", pump.error)
         elif pump.stats.ended == "source ended":
