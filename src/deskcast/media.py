@@ -11,6 +11,9 @@ block
     Blocks of one stream all have the same size; ``pts`` counts frames since the stream began.
 packet
     An encoded block (later stages: Opus, MP3).
+sink timing
+    What a sink says, before each block is taken for it, about when that block will be heard
+    (:class:`SinkTiming`).
 """
 
 from __future__ import annotations
@@ -121,6 +124,36 @@ class PcmBlock:
     def from_float(cls, x: npt.NDArray[np.floating], fmt: AudioFormat, pts: int = 0) -> PcmBlock:
         """Build a block from float samples shaped (frames, channels) in [-1, 1]."""
         return cls(from_float(x, fmt.sample).tobytes(), fmt, pts)
+
+
+@dataclass(frozen=True)
+class SinkTiming:
+    """When the next block written to a sink will be heard, as the sink tells it.
+
+    The pump asks the sink (:meth:`deskcast.playback.base.Sink.timing`) before each read of a
+    source that is not clocked and hands the answer to that source
+    (:meth:`deskcast.capture.base.Source.sink_timing`): one call each way, the only path by
+    which the sink's clock reaches the source. The network receiver measures its delay and the
+    sink's clock with it; a playout schedule (play this sample at time T) starts from
+    :attr:`delay_s`: the next sample written is heard that long after the call returned.
+    """
+
+    clocked: bool
+    """The sink's device clock paces the loop (its ``write()`` blocks while the device is
+    full): a file or generator source then does not pace itself too (one clock, not two)."""
+    queued_s: float | None
+    """Written but not yet heard, measured now, in seconds (device buffer and sound server
+    included); None when the sink cannot tell (a file, a pipe, a device being reopened)."""
+    latency_s: float = 0.0
+    """What the sink adds by design, declared by the sink itself (a device: its buffer,
+    ``--buffer-ms``; 0 for a file, a pipe or the network): the estimate when it cannot
+    measure."""
+
+    @property
+    def delay_s(self) -> float:
+        """From now until the next sample written is heard: measured when the sink can tell,
+        its declared latency otherwise."""
+        return self.latency_s if self.queued_s is None else self.queued_s
 
 
 def to_float(x: npt.NDArray[np.generic], sample: SampleFormat) -> FloatArray:

@@ -1,7 +1,10 @@
-"""The in-process loop from one source to one sink (the ``alsaloop`` of the original set-up).
+"""The in-process loop from one source to one sink (the ``alsaloop`` of the original set-up):
+every command's audio runs here — play, send (the sink is the RTP sender), receive (the source
+is the RTP receiver) and serve (the sink is the encoders' feed, :mod:`deskcast.http.feed`).
 
 An audio thread reads blocks and writes them on; the calling thread only supervises: it watches
-for a stop request, draws the meter and, at the end, closes the sink so files are always valid.
+for a stop request, draws the meter and, at the end, closes the sink so files are always valid
+(:meth:`Pump.run`); serve supervises from its event loop instead (:meth:`Pump.start`).
 Nothing blocking runs between the read and the write except the level computation (cheap numpy
 on one block).
 """
@@ -53,22 +56,30 @@ class Pump:
         self.error: BaseException | None = None
         self._sink_lock = threading.Lock()
         self._sink_closed = False
+        self._on_end: Callable[[Pump], None] | None = None
         self._thread = threading.Thread(target=self._run, name="deskcast-audio", daemon=True)
+
+    @property
+    def thread(self) -> threading.Thread:
+        """The audio thread."""
+        return self._thread
 
     def _run(self) -> None:
         realtime.request(self.rtprio)
         stats = self.stats
-        # A device sink that can tell when it wants the next block is asked before a source
-        # that is not clocked (the network receiver) is read: the block is then taken from
-        # the source's buffer as late as the device allows (see deskcast.playback.pulse).
-        wait_for_room = None if self.source.clocked else self.sink.wait_for_room
+        # Before each read of a source that is not clocked (the network receiver, a file, a
+        # generator), the sink says when the block will be heard and whether its clock paces
+        # the loop, and the source is told: one call each way (deskcast.media.SinkTiming).
+        # A device sink first waits until it has room, so that the block is taken from the
+        # source as late as the device allows (see deskcast.playback.pulse).
+        tell_source = not self.source.clocked
         try:
             while not self.stop_event.is_set():
-                if wait_for_room is not None:
+                if tell_source:
                     with self._sink_lock:
                         if self._sink_closed:
                             break
-                        self.source.sink_queued_s = wait_for_room()
+                        self.source.sink_timing(self.sink.timing())
                 block = self.source.read()
                 if block is None:
                     stats.ended = "source ended"
@@ -96,6 +107,18 @@ class Pump:
             self.error = err
         finally:
             self.stop_event.set()
+            if self._on_end is not None:
+                self._on_end(self)
+                self._close_sink()
+
+    def start(self, on_end: Callable[[Pump], None]) -> None:
+        """Start the audio thread and return, for a caller that supervises from its own
+        loop (serve's event loop). However the loop ends (the source ended, an error,
+        :meth:`stop`), the audio thread then calls ``on_end(pump)`` and closes the sink, so
+        that a source ending by itself is finished without a supervisor."""
+        self._on_end = on_end
+        self.stats.started = time.monotonic()
+        self._thread.start()
 
     def run(self, tick: Callable[[PumpStats], None] | None = None,
             tick_s: float = 0.1) -> PumpStats:
@@ -127,6 +150,9 @@ class Pump:
             if self._thread.is_alive():
                 logger.warning("the source did not return within %.0f s; closing anyway",
                                STOP_GRACE_S)
+        self._close_sink()
+
+    def _close_sink(self) -> None:
         with self._sink_lock:
             if not self._sink_closed:
                 self._sink_closed = True

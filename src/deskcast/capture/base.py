@@ -7,7 +7,7 @@ from types import TracebackType
 from typing import Self
 
 from deskcast.endpoints import Endpoint
-from deskcast.media import AudioFormat, PcmBlock
+from deskcast.media import AudioFormat, PcmBlock, SinkTiming
 from deskcast.pacing import Pacer
 
 
@@ -23,13 +23,8 @@ class Source(abc.ABC):
     """True when a sound card / sound server clock paces ``read()``."""
 
     pacer: Pacer | None = None
-    """Self-pacing of file and generator sources. Set it to None when the sink is clocked:
-    the sound card then sets the pace and its buffer stays full instead of running near empty
-    (one clock, not two)."""
-
-    sink_queued_s: float | None = None
-    """What the sink still had queued when this read was asked for (seconds), set before
-    each read of a source that is not clocked when the sink can tell (None: it cannot)."""
+    """Self-pacing of file and generator sources (see :meth:`pace`): at real time, unless
+    the sink says its device clock paces the loop."""
 
     def __init__(self, endpoint: Endpoint, fmt: AudioFormat, block_frames: int) -> None:
         self.endpoint = endpoint
@@ -38,6 +33,8 @@ class Source(abc.ABC):
         self.block_bytes = block_frames * fmt.frame_bytes
         self.overruns = 0
         """Times the device dropped captured audio because we read too late."""
+        self.last_sink_timing: SinkTiming | None = None
+        """What the sink said last (:meth:`sink_timing`); None: not told (a clocked source)."""
 
     @property
     def name(self) -> str:
@@ -46,6 +43,27 @@ class Source(abc.ABC):
 
     def open(self) -> None:  # noqa: B027 - optional hook
         """Acquire the device or file; raise DeskcastError with a one-line reason."""
+
+    def sink_timing(self, timing: SinkTiming) -> None:
+        """The sink's timing for the block the next :meth:`read` returns (when it will be
+        heard, whether the device's clock paces the loop). The pump calls it before each read
+        of a source that is not clocked, with :meth:`deskcast.playback.base.Sink.timing`.
+        Sources that use it (the network receiver: its delay and the sink's clock) read
+        :attr:`last_sink_timing`; a wrapper passes it on."""
+        self.last_sink_timing = timing
+
+    @property
+    def paced_by_sink(self) -> bool:
+        """The sink said its device clock paces the loop: do not pace at real time too (the
+        sound card then sets the pace and its buffer stays full instead of near empty)."""
+        timing = self.last_sink_timing
+        return timing is not None and timing.clocked
+
+    def pace(self, pts: int) -> None:
+        """Wait until frame ``pts`` is due at real time (:attr:`pacer`), unless the sink's
+        clock paces the loop or the source has no pacer."""
+        if self.pacer is not None and not self.paced_by_sink:
+            self.pacer.wait(pts)
 
     @abc.abstractmethod
     def read(self) -> PcmBlock | None:

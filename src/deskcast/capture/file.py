@@ -149,8 +149,7 @@ class FileSource(Source):
         if not self._pending:
             return None
         block = self._pending.pop(0)
-        if self.pacer is not None:
-            self.pacer.wait(block.pts)
+        self.pace(block.pts)
         return block
 
     def close(self) -> None:

@@ -20,7 +20,7 @@ import samplerate
 
 from deskcast.capture.base import Source
 from deskcast.errors import EndpointError
-from deskcast.media import PcmBlock, Reblocker
+from deskcast.media import PcmBlock, Reblocker, SinkTiming
 
 MAX_PPM = 10000.0
 PIECE_MS = 2.5
@@ -51,6 +51,10 @@ class SkewedSource(Source):
 
     def close(self) -> None:
         self.inner.close()
+
+    def sink_timing(self, timing: SinkTiming) -> None:
+        super().sink_timing(timing)
+        self.inner.sink_timing(timing)
 
     def read(self) -> PcmBlock | None:
         while not self._ready:

@@ -171,8 +171,7 @@ class ToneSource(Source):
                                    self.fmt).data
 
     def read(self) -> PcmBlock:
-        if self.pacer is not None:
-            self.pacer.wait(self._pts)
+        self.pace(self._pts)
         period = self.period
         if period is None:
             data = self.pcm(self._pts, self.block_frames)

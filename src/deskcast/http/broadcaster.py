@@ -36,8 +36,9 @@ The parts: this module (the ring, publishing, waking waiting listeners), :mod:`.
 client's position, :meth:`Listener.next_batch` and :meth:`Listener.stream_to`) and :mod:`.push`
 (the batches written straight to transports).
 
-Everything here runs on the event loop thread. An encoder running in another thread must hand
-its chunks over with ``loop.call_soon_threadsafe(broadcaster.publish, chunk)``.
+Everything here runs on the event loop thread. The encoders run in the audio thread; their
+chunks reach :meth:`Broadcaster.publish` through :class:`deskcast.http.feed.EncoderFeed`, the
+one place where audio crosses to the event loop.
 """
 
 from __future__ import annotations

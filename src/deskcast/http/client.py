@@ -1,6 +1,7 @@
 """How this machine's own tools reach this machine's ``deskcast serve``.
 
-``deskcast meta`` and the route daemon's web leg talk to a serve started with the same settings:
+``deskcast meta`` (:func:`post_now_playing`) and the route daemon's web leg talk to a serve
+started with the same settings:
 the same port, HTTPS when ``tls_cert`` is set, the listener token when ``listen_token`` is set.
 With HTTPS they trust exactly the configured certificate (also a self-signed one; the host name
 is not checked, since they connect to the loopback address the certificate was not made for).
@@ -9,10 +10,14 @@ is not checked, since they connect to the loopback address the certificate was n
 from __future__ import annotations
 
 import base64
+import json
 import ssl
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
+from typing import Any
 
-from deskcast.errors import ConfigError
+from deskcast.errors import ConfigError, DeskcastError
 
 
 @dataclass(frozen=True)
@@ -54,3 +59,32 @@ def pinned_context(cert_file: str) -> ssl.SSLContext:
     # A certificate signed by a CA is trusted on its own too, without the rest of the chain.
     context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     return context
+
+
+def post_now_playing(url: str, token: str, artist: str, title: str, *,
+                     context: ssl.SSLContext | None = None, pinned_cert: str | None = None
+                     ) -> dict[str, Any]:
+    """``POST /api/metadata`` to the serve at ``url`` with its bearer ``token``; its answer
+    (``answer["now_playing"]["text"]``). ``pinned_cert``: the certificate ``context`` trusts
+    (serve.tls_cert), for the message when the server shows another. Raises DeskcastError
+    with a one-line reason."""
+    body = json.dumps({"artist": artist, "title": title}).encode()
+    request = urllib.request.Request(
+        url.rstrip("/") + "/api/metadata", data=body, method="POST",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=10, context=context) as resp:
+            answer: dict[str, Any] = json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        reason = err.read(300).decode("utf-8", "replace").strip() or err.reason
+        raise DeskcastError(f"{url} refused the title (HTTP {err.code}): {reason}") from None
+    except (urllib.error.URLError, OSError) as err:
+        why = getattr(err, "reason", err)
+        if isinstance(why, ssl.SSLError):
+            trusted = (f"the certificate in serve.tls_cert ({pinned_cert})" if pinned_cert
+                       else "a certificate this system trusts")
+            raise DeskcastError(f"{url} answers with HTTPS, but not the certificate expected: "
+                                f"{why} — meta trusts {trusted}") from None
+        raise DeskcastError(f"cannot reach {url}: {why} — is `deskcast serve` running? "
+                            "(--server URL)") from None
+    return answer

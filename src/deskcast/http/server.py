@@ -1,12 +1,13 @@
 """``deskcast serve``'s core: one source, one encoder per format, each fanned out by a
 :class:`Broadcaster` to any number of listeners.
 
-The audio thread (:meth:`Server._audio`, the one place where serve's threads hand audio to
-asyncio) reads the source all the time and feeds the encoders that run (a format's encoder
-runs while somebody listens to it, or always with ``always_on``); their ~100 ms chunks go to
-the event loop, where each format's broadcaster fans them out. Each listener first gets the
-header (Ogg) and ~1 s of recent audio so players start at once, then live audio; one that
-falls more than a few seconds behind is cut and never slows anybody else.
+The audio runs in the same loop as every other command's: a :class:`~deskcast.pump.Pump` reads
+the source all the time and writes to serve's sink, the :class:`~deskcast.http.feed.EncoderFeed`,
+which feeds the encoders that run (a format's encoder runs while somebody listens to it, or
+always with ``always_on``) and hands their ~100 ms chunks to the event loop (the one place where
+a thread hands audio to asyncio), where each format's broadcaster fans them out. Each listener
+first gets the header (Ogg) and ~1 s of recent audio so players start at once, then live audio;
+one that falls more than a few seconds behind is cut and never slows anybody else.
 
 The HTTP side is an aiohttp application (:func:`deskcast.http.app.make_app`) whose handlers
 find this object under :data:`SERVER`. Internal consumers (an Icecast push, the HLS writer)
@@ -19,15 +20,14 @@ import asyncio
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from aiohttp import web
 
-from deskcast import realtime
 from deskcast.capture.base import Source
 from deskcast.errors import ConfigError
+from deskcast.http.feed import EncoderFeed
 from deskcast.http.icy import DEFAULT_METAINT
 from deskcast.http.nowplaying import NowPlaying, Track
 from deskcast.http.streams import (
@@ -38,7 +38,7 @@ from deskcast.http.streams import (
     OggOpusStream,
     StreamEncoder,
 )
-from deskcast.media import PcmBlock
+from deskcast.pump import Pump
 
 logger = logging.getLogger(__name__)
 
@@ -101,12 +101,12 @@ class Server:
         """Connections refused by the limits (listeners and event clients)."""
         self.event_clients = 0
         """Clients of /api/events connected now."""
-        self.error: BaseException | None = None
         self.closing = asyncio.Event()
         """Set when serve stops: long-lived handlers (/api/events) end."""
-        self._stop = threading.Event()
+        self.feed = EncoderFeed(list(self.streams.values()), fmt, source.block_frames)
+        """serve's sink: the running encoders, fed by the audio loop."""
+        self._pump: Pump | None = None
         self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     # --- hooks for internal consumers ------------------------------------------------------
 
@@ -148,62 +148,33 @@ class Server:
     # --- audio thread -------------------------------------------------------------------------
 
     def start_audio(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        """Start the encoders that are always on and the audio loop: a :class:`Pump` from
+        the source to the encoders' :class:`EncoderFeed`, publishing on ``loop``."""
         for stream in self.streams.values():
             if stream.always_on:
                 stream.start()
-        self._thread = threading.Thread(target=self._audio, name="deskcast-audio", daemon=True)
-        self._thread.start()
+        self.feed.attach(loop)
+        self._pump = Pump(self.source, self.feed, rtprio=self.rtprio)
+        self._thread = self._pump.thread
+        self._pump.start(on_end=self._audio_ended)
 
-    def _audio(self) -> None:
-        realtime.request(self.rtprio)
-        loop = self._loop
-        assert loop is not None
-        streams = list(self.streams.values())
-        # The last burst's worth of PCM: a freshly started encoder encodes it first, so the
-        # listener who started it gets a burst too (~2 s of audio: tens of ms of CPU, once).
-        keep_s = max(s.burst_s for s in streams)
-        history: deque[PcmBlock] = deque()
-        history_s = 0.0
-        try:
-            while not self._stop.is_set():
-                block = self.source.read()
-                if block is None:
-                    logger.info("the source ended")
-                    break
-                for stream in streams:
-                    running = stream.running  # set and cleared by the loop thread
-                    if running is None:
-                        continue
-                    if not running.primed:
-                        running.primed = True
-                        skip = history_s - stream.burst_s
-                        for old in history:
-                            if skip >= old.duration - 1e-9:
-                                skip -= old.duration
-                                continue
-                            for chunk in running.encoder.encode(old):
-                                loop.call_soon_threadsafe(running.broadcaster.publish, chunk)
-                    for chunk in running.encoder.encode(block):
-                        loop.call_soon_threadsafe(running.broadcaster.publish, chunk)
-                if keep_s > 0:
-                    history.append(block)
-                    history_s += block.duration
-                    while history and history_s - history[0].duration >= keep_s - 1e-9:
-                        history_s -= history.popleft().duration
-        except BaseException as err:
-            self.error = err
-            logger.error("audio stopped: %s", err)
-        finally:
-            if not loop.is_closed():
-                for stream in streams:
-                    loop.call_soon_threadsafe(stream.end)
+    def _audio_ended(self, pump: Pump) -> None:
+        """On the audio thread, as the loop ends (the feed is closed next: the streams
+        end)."""
+        if pump.error is not None:
+            logger.error("audio stopped: %s", pump.error)
+        elif pump.stats.ended == "source ended":
+            logger.info("the source ended")
+
+    @property
+    def error(self) -> BaseException | None:
+        """What stopped the audio loop, if it failed."""
+        return None if self._pump is None else self._pump.error
 
     def stop_audio(self) -> None:
-        self._stop.set()
         self.closing.set()
-        if self._thread is not None:
-            self._thread.join(2.0)
+        if self._pump is not None:
+            self._pump.stop()
 
     def stop(self) -> None:
         """Stop the audio thread and end every stream (their listeners end); idempotent."""

@@ -172,7 +172,7 @@ class Running:
     encoder: StreamEncoder
     broadcaster: Broadcaster
     primed: bool = False
-    """The audio thread has fed the encoder the recent audio it keeps (see ``Server``), so that
+    """The audio thread has fed the encoder the recent audio it keeps (see ``EncoderFeed``), so that
     even the listener who started the encoder gets a burst."""
 
 

@@ -35,6 +35,7 @@ class AlsaSink(Sink):
         super().__init__(endpoint, fmt, block_frames)
         self.device = endpoint.target
         self.periods = max(2, round(fmt.frames_for_ms(buffer_ms) / block_frames))
+        self.latency_s = buffer_ms / 1000
         self.reconnect = reconnect
         """Survive a device that fails once open (see the module docstring)."""
         self.keeper = Reconnector(self.name, "dropping audio")

@@ -7,7 +7,7 @@ from types import TracebackType
 from typing import Self
 
 from deskcast.endpoints import Endpoint
-from deskcast.media import AudioFormat, PcmBlock
+from deskcast.media import AudioFormat, PcmBlock, SinkTiming
 
 MAX_WAIT_BLOCKS = 0.75
 """:meth:`Sink.wait_for_room` sleeps at most this share of a block: a device that reported a
@@ -22,7 +22,13 @@ class Sink(abc.ABC):
     """PCM out: accepts blocks in ``fmt``; a device sink blocks while its buffer is full."""
 
     clocked = False
-    """True when a sound card / sound server clock paces ``write()``."""
+    """True when a sound card / sound server clock paces ``write()``: the device's clock
+    paces the loop (told to the source in every :class:`SinkTiming`)."""
+
+    latency_s = 0.0
+    """What this sink adds by design between ``write()`` and the sound being heard, in
+    seconds: a device sink declares its buffer (``--buffer-ms``); files, pipes and the
+    network add nothing. The estimate when :meth:`wait_for_room` cannot measure."""
 
     def __init__(self, endpoint: Endpoint, fmt: AudioFormat, block_frames: int) -> None:
         self.endpoint = endpoint
@@ -38,11 +44,20 @@ class Sink(abc.ABC):
     def open(self) -> None:  # noqa: B027 - optional hook
         """Acquire the device or create the file; raise DeskcastError with a one-line reason."""
 
+    def timing(self) -> SinkTiming:
+        """When the next block written will be heard (see :class:`SinkTiming`).
+
+        The pump calls it before it takes each block from a source that is not clocked, and
+        hands the answer to the source (:meth:`deskcast.capture.base.Source.sink_timing`).
+        A device sink first sleeps until it has room for that block (:meth:`wait_for_room`),
+        so that the block is taken as late as the device allows. Backends override
+        :meth:`wait_for_room` and :attr:`latency_s`, not this."""
+        return SinkTiming(self.clocked, self.wait_for_room(), self.latency_s)
+
     def wait_for_room(self) -> float | None:
         """Sleep until the device has room for the next block and return what it still has
-        queued, in seconds (``None``: this sink cannot tell, and returns at once). Called
-        before the block is taken from a source that is not clocked (the network receiver),
-        so that it is taken as late as the device allows."""
+        queued, in seconds (``None``: this sink cannot tell, and returns at once): the
+        measuring half of :meth:`timing`."""
         return None
 
     @abc.abstractmethod

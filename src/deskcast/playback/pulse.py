@@ -53,6 +53,7 @@ class PulseSink(Sink):
         self._loop = LoopThreads()
         self._dropping = RealTimeStandIn(fmt.rate, Pacer)
         self.buffer_s = buffer_ms / 1000
+        self.latency_s = self.buffer_s
         self._last_frames = block_frames
         self.sleep: Callable[[float], None] = time.sleep
 

@@ -78,9 +78,6 @@ class RtpReceiver(Source):
                                     idle=self._report_back)
         self.decoding = FrameDecoder(fmt, self.stats, use_fec=fec)
         self.delay = DelayMeter(fmt.rate)
-        self.output_latency_ms = 0.0
-        """What the sink adds (its device buffer), for the latency estimate, and for the
-        delay when the sink cannot tell what it has queued (:attr:`sink_queued_s`)."""
         self.pacer: Pacer | None = Pacer(fmt.rate)
         self.rtprio = 0
         """SCHED_FIFO priority of the network thread (0: normal)."""
@@ -143,7 +140,8 @@ class RtpReceiver(Source):
             opus = self.decoding.opus
             # What the sink still has queued ahead of this frame (when it can tell): the
             # frame is heard that much later, and what it has played tells its clock.
-            queued_s = self.sink_queued_s
+            sink = self.last_sink_timing
+            queued_s = None if sink is None else sink.queued_s
             # Under the lock: the network thread feeds the controller the sender's clock.
             step = self.playout.read(
                 now, None if queued_s is None else queued_s * self.fmt.rate,
@@ -152,11 +150,10 @@ class RtpReceiver(Source):
             if frame is not None and not frame.expand:
                 self.delay.add(now, self.playout.sender.offset_s, frame.timestamp,
                                frame.samples,
-                               self.output_latency_ms / 1000 if queued_s is None else queued_s)
+                               0.0 if sink is None else sink.delay_s)
         samples = frame.samples if frame is not None else (self.jitter.frame_samples or
                                                            self.block_frames)
-        if self.pacer is not None:
-            self.pacer.wait(self._pts)
+        self.pace(self._pts)
         if frame is None:
             block = PcmBlock(bytes(samples * self.fmt.frame_bytes), self.fmt, self._pts)
         else:
@@ -195,10 +192,16 @@ class RtpReceiver(Source):
             "decode_errors": self.stats.decode_errors,
             "fec_recovered": self.stats.fec_recovered,
             **playout,  # drift_ppm, correction_ppm, sink_ppm and the controller's beliefs
-            "latency_ms": 1000 * jb.depth_samples / self.fmt.rate + self.output_latency_ms,
+            "latency_ms": 1000 * (jb.depth_samples / self.fmt.rate + self._sink_latency_s),
             "delay_ms": None if delay is None else round(delay[0], 2),
             "sink_ms": None if delay is None else round(delay[1], 2),
         }
+
+    @property
+    def _sink_latency_s(self) -> float:
+        """What the sink adds by design (its device buffer), as it declared it."""
+        sink = self.last_sink_timing
+        return 0.0 if sink is None else sink.latency_s
 
     def close(self) -> None:
         self.network.close()

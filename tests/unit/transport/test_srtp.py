@@ -408,7 +408,7 @@ def test_sdp_with_a_key_is_srtp_and_reads_back() -> None:
 
 
 def test_sdp_file_with_a_key_is_private(tmp_path: Path) -> None:
-    from deskcast.cli import _write_sdp
+    from deskcast.cli.rtp import _write_sdp
     from deskcast.config import merge
 
     s = merge(["send", "audio"], {}, {})

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from deskcast.endpoints import Direction, Endpoint
+from deskcast.media import SinkTiming
 from deskcast.transport.jitter import JitterBuffer
 from deskcast.transport.receiver import RtpReceiver
 
@@ -22,7 +23,7 @@ def test_delay_is_each_samples_wait_from_its_packets_arrival_to_the_sink() -> No
                      jitter=JitterBuffer(48000, target_ms=20, adaptive=False), drift=False,
                      clock=clock)
     rx.pacer = None
-    rx.output_latency_ms = 40.0
+    rx.sink_timing(SinkTiming(clocked=True, queued_s=None, latency_s=0.040))
     packets = tone_packets(150)
     for k, pkt in enumerate(packets):
         clock.now = 100.0 + 0.02 * k
@@ -44,12 +45,12 @@ def test_delay_is_each_samples_wait_from_its_packets_arrival_to_the_sink() -> No
                      jitter=JitterBuffer(48000, target_ms=20, adaptive=False), drift=False,
                      clock=clock)
     rx.pacer = None
-    rx.output_latency_ms = 40.0
+    rx.sink_timing(SinkTiming(clocked=True, queued_s=None, latency_s=0.040))
     for k, pkt in enumerate(packets[:100]):
         clock.now = 200.0 + 0.02 * k
         rx.handle(pkt, clock.now)
         if k:
             clock.now += 0.01
-            rx.sink_queued_s = 0.025
+            rx.sink_timing(SinkTiming(clocked=True, queued_s=0.025, latency_s=0.040))
             rx.read()
     assert rx.status_fields()["delay_ms"] == pytest.approx(30.0 + 25.0, abs=0.01)
