@@ -107,3 +107,55 @@ def test_a_half_unpacked_kernel_is_not_taken(tmp_path: Path) -> None:
     (mods / "modules.dep").write_text("")
     kernel = vmkernel.cached_kernel(tmp_path)
     assert kernel is not None and kernel.version == "6.1.0-1-amd64"
+
+
+def test_launcher_runs_deskcast_commands_with_their_output_status_and_signals(
+        tmp_path: Path) -> None:
+    """The VM's launcher, run here: each request becomes ``deskcast ARGS`` in a forked child
+    (output to NAME.out, errors to NAME.log, pid and exit status in NAME.pid/NAME.rc), a
+    child stopped by a signal reports 128 + signal, and ``quit`` ends the launcher."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    fifo, ready = tmp_path / "fifo", tmp_path / "ready"
+    os.mkfifo(fifo)
+    env = {**os.environ, "PYTHONPATH": str(vm.SRC)}
+    launcher = subprocess.Popen([sys.executable, str(Path(vm.__file__).with_name("vmlaunch.py")),
+                                 str(fifo), str(ready)], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert launcher.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+
+        def request(name: str, *argv: str) -> None:
+            with fifo.open("w") as f:
+                f.write("\t".join([name, str(tmp_path), *argv]) + "\n")
+
+        def status(name: str) -> int:
+            rc = tmp_path / f"{name}.rc"
+            while not rc.exists():
+                assert time.monotonic() < deadline, f"{name} never ended"
+                time.sleep(0.05)
+            return int(rc.read_text())
+
+        request("version", "--version")
+        request("bad", "play", "alsa:hubcap", "nowhere:x")
+        request("long", "play", "tone:440", "null")
+        assert status("version") == 0
+        assert (tmp_path / "version.out").read_text().startswith("deskcast ")
+        assert status("bad") == 2
+        assert "nowhere" in (tmp_path / "bad.log").read_text()
+        while not (tmp_path / "long.pid").exists():
+            time.sleep(0.05)
+        time.sleep(0.5)
+        os.kill(int((tmp_path / "long.pid").read_text()), 9)
+        assert status("long") == 128 + 9
+        with fifo.open("w") as f:
+            f.write("quit\n")
+        assert launcher.wait(timeout=10) == 0
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
