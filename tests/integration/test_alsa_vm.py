@@ -45,12 +45,15 @@ wait_log() {  # FILE TEXT SECONDS: until a program's log says TEXT
 }
 # The applications and trx at real-time priority: on the one emulated CPU, beside Python that
 # runs ~50x slower than on the host, they would otherwise underrun on their own (trx-rx keeps
-# a 16 ms device buffer): holes that are no sender's. Into trx-rx, trx-tx runs at deskcast's
-# own --rtprio (80), so that either sender preempts trx-rx alike, and trx-rx above both (with
+# a 16 ms device buffer): holes that are no sender's. trx-tx runs at deskcast's own
+# --rtprio (80), so that either sender preempts trx-rx alike, and trx-rx above both (with
 # trx-rx at 40 under a deskcast sender at 80 it had 5-19 seams in 6 s, under trx-tx at normal
 # priority 1-7).
 APP="chrt -f 40 aplay -q"
-TRXRX="chrt -f 90 trx-rx"
+TRXRX="chrt -f 90 trx-rx -m 100 -j 100"
+# Receivers with 100 ms of buffer: the emulator stalls for tens of ms now and then (more when
+# the machine is busy), which a one-frame buffer plays as holes; a slow machine needs more.
+RXBUF="--jitter-ms 100 --jitter-min-ms 60 --buffer-ms 100"
 TRXTX="chrt -f 80 trx-tx"
 
 # 1. hub setup; two players at once through the dmix default; deskcast play captures hubcap.
@@ -63,12 +66,14 @@ mkdir -p "$XDG_CONFIG_HOME/deskcast"
 printf '[route]\nalsa_speakers = "hw:Speakers,0,0"\n' > "$XDG_CONFIG_HOME/deskcast/config.toml"
 dc daemon -v daemon; renice -n 19 -p "$(cat daemon.pid)" > /dev/null
 wait_spare() {  # until the daemon's spare child has done its imports and waits on its stdin
-  # (a leg that was a spare keeps its command line: a waiting spare has one thread, a leg more)
+  # (a leg that was a spare keeps its command line: a waiting spare has one thread, a leg more;
+  # while importing it also reads pipes: ctypes' find_library reads `ldconfig -p`, its child)
   i=0
   while [ $i -lt 1800 ]; do
     for p in $(pgrep -f 'deskcast[.a-z]*[.]spare'); do
       [ "$(cat /proc/$p/wchan 2>/dev/null)" = pipe_read ] &&
-        [ "$(ls /proc/$p/task 2>/dev/null | wc -l)" = 1 ] && return 0
+        [ "$(ls /proc/$p/task 2>/dev/null | wc -l)" = 1 ] && ! pgrep -P "$p" > /dev/null &&
+        return 0
     done
     i=$((i+1)); sleep 0.1
   done
@@ -87,9 +92,10 @@ dc held play alsa:hubcap null -t 1 -q; dc_wait held
 kill $HOLD; wait $HOLD
 
 # 3. trx both ways, and deskcast to itself.
-dc trx-tx-rx -v receive 127.0.0.1:5006 -o file:$OUT/trx-tx.wav -q --stats-json trx-tx-rx.json
+dc trx-tx-rx -v receive 127.0.0.1:5006 -o file:$OUT/trx-tx.wav -q --stats-json trx-tx-rx.json \
+  $RXBUF
 wait_log trx-tx-rx.log 'listening for RTP' 60
-trx-tx -d hubcap -h 127.0.0.1 -p 5006 2> trx-tx.log & TX=$!
+$TRXTX -d hubcap -h 127.0.0.1 -p 5006 2> trx-tx.log & TX=$!
 sleep 1; mark trx_tx_play; $APP tone440.wav; mark trx_tx_played
 sleep 1; kill $TX; wait $TX; dc_stop trx-tx-rx
 
@@ -105,7 +111,7 @@ $TRXRX -d hw:Speakers,0,0 -p 5010 > trx-trx-rx.log 2>&1 & RX=$!
 $TRXTX -d hubcap -h 127.0.0.1 -p 5010 2> trx-trx-tx.log & TX=$!
 sleep 1; $APP tone660-6s.wav; sleep 1; kill $TX $RX $REC; wait $TX $RX $REC
 
-dc send-rx -v receive 127.0.0.1:5004 -o file:$OUT/send.wav -q --stats-json send-rx.json
+dc send-rx -v receive 127.0.0.1:5004 -o file:$OUT/send.wav -q --stats-json send-rx.json $RXBUF
 wait_log send-rx.log 'listening for RTP' 60
 dc send-tx -v send 127.0.0.1:5004 -s alsa:hubcap -t 8 -q --stats-json send-tx.json
 wait_log send-tx.log 'playing alsa:hubcap' 60; mark send_play
@@ -117,7 +123,7 @@ dc_wait send-tx; sleep 1; dc_stop send-rx
 # hubcap, through its dsnoop), the receiver only, none, local again. In each state both cards
 # are recorded for 3 s, once a new leg plays (a leg started without a warm spare child
 # imports Python afresh: tens of seconds here).
-dc route-rx -v receive 127.0.0.1:5012 -o alsa:hw:Room,0,0 -q
+dc route-rx -v receive 127.0.0.1:5012 -o alsa:hw:Room,0,0 -q $RXBUF
 wait_log route-rx.log 'listening for RTP' 60; wait_log daemon.log 'route daemon ready' 60
 wait_spare
 # Back to normal priority for the route itself: its legs are the spare children, niced too.
@@ -194,12 +200,32 @@ def _tones(vm: VmRun, name: str, freqs: list[float]) -> ToneReport:
     return report
 
 
-EMULATOR_SEAMS = 11
-"""Seams (50 ms windows off the sine) allowed in a tone played through a receiver to a card
-inside the VM: a tenth of a 6 s tone's windows. The emulated CPU runs Python ~50x slower than
-this machine and stalls for tens of ms now and then; a receiver with a one-frame buffer (trx-rx,
-or deskcast's at its defaults) plays those stalls as seams. Real-time quality is judged on the
-host (test_send_receive, bench/latency.py); here, that the audio gets where it should, whole."""
+EMULATOR_SEAMS = 0.1
+"""Share of 50 ms windows off the sine allowed in a tone that went through a network receiver
+or a route leg inside the VM; EMULATOR_HOLE_BLOCKS: silent 10 ms blocks allowed in it. The
+emulated CPU runs Python ~50x slower than this machine and stalls for tens of ms now and then,
+more while another program starts in the guest or the machine is busy: in 9 boots, trx-rx
+played trx-tx's stream with 0-7 bad windows of ~110, deskcast's receiver with 100 ms of buffer
+0-3, a route leg 0 and once a 90 ms hole while the next leg started beside it. Real-time
+quality is judged on the host (test_send_receive, bench/latency.py); here, that the audio gets
+where it should, at its pitch and level, whole but for such stalls."""
+EMULATOR_HOLE_BLOCKS = 10
+
+
+def _whole_enough(vm: VmRun, name: str, freq: float, seconds: float,
+                  tolerance_s: float = 0.3) -> ToneReport:
+    """The tone of ``name`` at its pitch and level, as long as it was played, holes and seams
+    within what the emulator's stalls explain (see EMULATOR_SEAMS)."""
+    report = _tones(vm, name, [freq])
+    assert report.frequency_hz == pytest.approx(freq, abs=1.0), (name, report)
+    assert _median_level_db(vm, name) == pytest.approx(LEVEL_DB, abs=0.5), (name, report)
+    assert report.span.seconds == pytest.approx(seconds, abs=tolerance_s), (name, report)
+    assert report.span.silent_blocks <= EMULATOR_HOLE_BLOCKS, (name, report)
+    windows = (report.span.seconds - 0.5) / 0.05
+    # one stall at least, however short the tone: a 100 ms hole with its concealment's fade
+    # out and in spans up to 6 windows (a route leg's 90 ms hole: 6)
+    assert report.bad_windows <= max(6, EMULATOR_SEAMS * windows), (name, report)
+    return report
 
 
 def _median_level_db(vm: VmRun, name: str) -> float:
@@ -233,7 +259,8 @@ def test_hub_setup_alsa_writes_the_guides_asoundrc(vm: VmRun) -> None:
     assert (vm.out / "hub-setup.rc").read_text().strip() == "0", _log(vm, "hub-setup.out")
     conf = (vm.out / "asoundrc").read_text()
     for needed in ('type dmix', 'pcm "hw:Loopback,0,0"', 'pcm "hw:Loopback,1,0"',
-                   "pcm.hubcap", "period_size 1024", "buffer_size 8192", "format S16_LE"):
+                   "pcm.hubcap", "period_size 1024", "buffer_size 8192", "buffer_size 16384",
+                   "format S16_LE"):
         assert needed in conf
 
 
@@ -251,12 +278,7 @@ def test_two_players_mix_through_dmix_and_play_captures_the_mix(vm: VmRun) -> No
 
 def test_trx_tx_from_hubcap_to_deskcast_receive(vm: VmRun) -> None:
     """trx-tx -d hubcap (the guide's sender) to deskcast receive: the whole 4 s tone."""
-    report = _tones(vm, "trx-tx.wav", [440.0])
-    assert report.frequency_hz == pytest.approx(440.0, abs=1.0)
-    assert report.levels_db[440.0] == pytest.approx(LEVEL_DB, abs=1.0)
-    assert report.span.seconds == pytest.approx(4.0, abs=0.3), _log(vm, "trx-tx-rx.log")
-    assert report.span.silent_blocks == 0
-    assert report.bad_windows == 0, report
+    _whole_enough(vm, "trx-tx.wav", 440.0, 4.0)
     stats = json.loads(_log(vm, "trx-tx-rx.json").splitlines()[-1])
     assert stats["trx"] is True
 
@@ -270,14 +292,8 @@ def test_send_trx_to_trx_rx_playing_into_the_speakers_card(vm: VmRun) -> None:
     Both senders run at deskcast's real-time priority and trx-rx above them; so both streams
     are held to the same bound, and each window's level, not one sine fitted over the whole
     run (a seam shifts the phase), is what shows the level."""
-    control = _tones(vm, "trx-trx.wav", [660.0])
-    report = _tones(vm, "trx-rx.wav", [660.0])
-    for got, name in ((report, "trx-rx.wav"), (control, "trx-trx.wav")):
-        assert got.frequency_hz == pytest.approx(660.0, abs=1.0)
-        assert _median_level_db(vm, name) == pytest.approx(LEVEL_DB, abs=0.5)
-        assert got.span.seconds == pytest.approx(6.0, abs=0.3), _log(vm, "trx-rx.log")
-        assert got.span.silent_blocks == 0
-        assert got.bad_windows <= EMULATOR_SEAMS, (name, got)
+    report = _whole_enough(vm, "trx-rx.wav", 660.0, 6.0)
+    control = _whole_enough(vm, "trx-trx.wav", 660.0, 6.0)
     print(f"trx-rx seams (50 ms windows above -25 dB): deskcast send --trx "
           f"{report.bad_windows}, trx-tx {control.bad_windows}")
 
@@ -296,11 +312,7 @@ def test_send_from_hubcap_delivers_the_whole_tone(vm: VmRun) -> None:
     """deskcast send -s alsa:hubcap -t 8 to deskcast receive: the 6 s tone played while
     it ran arrives whole (reported in the issue: only 1.6 s of it)."""
     assert (vm.out / "send-tx.rc").read_text().strip() == "0", _log(vm, "send-tx.log")
-    report = _tones(vm, "send.wav", [550.0])
-    assert report.frequency_hz == pytest.approx(550.0, abs=1.0)
-    assert report.span.seconds == pytest.approx(6.0, abs=0.3), _log(vm, "send-tx.log")
-    assert report.span.silent_blocks == 0
-    assert report.bad_windows == 0, report
+    _whole_enough(vm, "send.wav", 550.0, 6.0)
 
 
 ROUTE_STATES = {"local": {"speakers"}, "both": {"speakers", "room"}, "host": {"room"},
@@ -329,11 +341,7 @@ def test_route_on_plain_alsa_plays_only_where_routed(vm: VmRun) -> None:
             if wait.exists():
                 waited[f"{state}/{card}"] = wait.read_text().strip()
             assert report is not None, f"{name}: silent ({_log(vm, 'daemon.log')})"
-            assert report.frequency_hz == pytest.approx(770.0, abs=1.0), name
-            assert _median_level_db(vm, name) == pytest.approx(LEVEL_DB, abs=0.5), name
-            assert report.span.seconds == pytest.approx(3.0, abs=0.1), name
-            assert report.span.silent_blocks == 0, name
-            assert report.bad_windows <= EMULATOR_SEAMS // 2, (name, report)  # 3 s
+            _whole_enough(vm, name, 770.0, 3.0, tolerance_s=0.1)
     print("seconds from `deskcast route` returning to sound at the card (emulated CPU):",
           waited)
     assert (vm.out / "app.state").read_text().strip() == "alive"

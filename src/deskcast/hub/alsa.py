@@ -32,6 +32,9 @@ SNOOP_IPC_KEY = IPC_KEY + 1
 SNOOP_PERIOD_FRAMES = 240
 """dsnoop wakes its readers once per period of the card: 5 ms, so a reader's block is handed
 over within 5 ms of being complete (the card side of dmix keeps the guide's 1024)."""
+SNOOP_BUFFER_FRAMES = 16384
+"""Larger than any reader's own buffer (deskcast's capture keeps 200 ms, 9600 frames): a reader
+asking for more than the dsnoop holds was handed silence in the test VM."""
 
 FRAGMENT = f"""{BEGIN}
 # All desktop audio goes to the loopback card through dmix (several programs can play at once)...
@@ -75,7 +78,7 @@ pcm.{SNOOP_PCM} {{
         format S16_LE
         channels 2
         period_size {SNOOP_PERIOD_FRAMES}
-        buffer_size 8192
+        buffer_size {SNOOP_BUFFER_FRAMES}
     }}
 }}
 {END}
