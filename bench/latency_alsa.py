@@ -15,7 +15,7 @@ Pairs: ``trx-tx -d hubcap`` -> ``trx-rx -d hw:Speakers,0,0`` (trx's defaults), a
 send -s alsa:hubcap`` -> ``deskcast receive -o alsa:hw:Speakers,0,0`` (deskcast's defaults),
 interleaved, each run ``--seconds`` long. trx's programs run at SCHED_FIFO 80, the real-time
 priority deskcast's audio threads ask for by themselves (``--rtprio``), the marker's ``aplay``
-at 40.
+at 95 (above everything: the hub itself stays whole).
 
 The VM runs under QEMU's software emulation (one emulated CPU, Python ~50x slower than on this
 machine): what it shows is how the two behave on a real ALSA card under a slow CPU, not the
@@ -91,7 +91,7 @@ TAG={tag}; PORT={port}
 {start}mark start-$TAG
 arecord -q -D meter -c 4 -f S16_LE -r 48000 -d {record_s} $OUT/meter-$TAG.wav 2> rec-$TAG.log &
 REC=$!
-sleep 0.5; chrt -f 40 aplay -q marker.wav
+sleep 0.5; chrt -f 95 aplay -q marker.wav
 wait $REC
 {stop}mark end-$TAG
 """

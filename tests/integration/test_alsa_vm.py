@@ -49,7 +49,7 @@ wait_log() {  # FILE TEXT SECONDS: until a program's log says TEXT
 # --rtprio (80), so that either sender preempts trx-rx alike, and trx-rx above both (with
 # trx-rx at 40 under a deskcast sender at 80 it had 5-19 seams in 6 s, under trx-tx at normal
 # priority 1-7).
-APP="chrt -f 40 aplay -q"
+APP="chrt -f 95 aplay -q"  # above everything: the hub itself stays whole
 TRXRX="chrt -f 90 trx-rx -m 100 -j 100"
 # Receivers with 100 ms of buffer: the emulator stalls for tens of ms now and then (more when
 # the machine is busy), which a one-frame buffer plays as holes; a slow machine needs more.
