@@ -37,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rig import SoundServer
-from rig.meter import Meter
+from rig.meter import Meter, MeterRecording
 from rig.signals import Audio, to_mono
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -412,6 +412,52 @@ def worktree(rev: str, parent: Path) -> Iterator[Path]:
 # --------------------------------------------------------------------------- #
 # measurements
 # --------------------------------------------------------------------------- #
+
+
+class FrameClock:
+    """When the meter mixed frame 0 of a growing :class:`MeterRecording`, in
+    ``time.monotonic()`` (:attr:`t0`), from when the recording grew: a thread notes the time
+    right after it sees the file longer; ``now - frames / rate`` is never earlier than when
+    the last of those frames was mixed (the null sink hands its monitor each block as it
+    mixes it), and its smallest value over many blocks is that moment to within a
+    millisecond (the same convention as the delays of bench/latency.py: when the sound is
+    mixed, a sink's latency before a sound card would play it). A frame inside a block was
+    mixed with the whole block, up to one block (15 ms here) earlier than ``t0 + f / rate``.
+    :meth:`stop` it before the meter's block size can change (a new client asking for
+    another latency): it puts the one wall-clock event of a run, navigation start, onto the
+    recording."""
+
+    def __init__(self, rec: MeterRecording, poll_s: float = 0.002) -> None:
+        self.rec, self.poll_s = rec, poll_s
+        self.t0 = math.inf
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="frame-clock", daemon=True)
+
+    def _run(self) -> None:
+        rate, last = self.rec.meter.rate, 0
+        while not self._stop.wait(self.poll_s):
+            frames = self.rec.frames()
+            if frames != last:
+                self.t0 = min(self.t0, time.monotonic() - frames / rate)
+                last = frames
+
+    def frame_at(self, t: float) -> float:
+        """The frame of the recording rendered at ``time.monotonic()`` = ``t``."""
+        if math.isinf(self.t0):
+            raise BenchError("the recording never grew")
+        return (t - self.t0) * self.rec.meter.rate
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+
+    def __enter__(self) -> FrameClock:
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
 
 
 def block_levels_db(x: npt.ArrayLike, rate: int = RATE, block_ms: float = 1.0

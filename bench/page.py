@@ -28,7 +28,7 @@ Configurations (interleaved, a fresh ``deskcast serve`` and a fresh browser for 
 * ``deskcast page, Opus, plain <audio>``: the page opened as ``/?mse=0``, so the ``<audio>``
   element is given the stream URL instead of being fed through Media Source Extensions;
 * ``icecast2 mount (MP3)``: a private icecast2 fed by ``deskcast serve --icecast`` (MP3);
-  the page is a ``data:`` URL with one ``<audio>`` whose src is icecast2's listen URL.
+  the page, served from 127.0.0.1, is one ``<audio>`` whose src is icecast2's listen URL.
 
 A run listens for a minute after the first sound by default: the page's MSE feed keeps only
 the last 10-20 s of played audio and steers its buffer with the playback rate, so the steady
@@ -69,6 +69,7 @@ from bench.common import (  # noqa: E402
     RATE,
     BenchError,
     BenchServer,
+    FrameClock,
     MachineLoad,
     Pipeline,
     Procs,
@@ -89,7 +90,6 @@ from bench.pagekit import (  # noqa: E402
     SOUND_BLOCK_MS,
     SOUND_DB,
     TONE_DB,
-    FrameClock,
     PageSignal,
     chromium,
     find_bursts,
@@ -141,7 +141,7 @@ CONFIGS: tuple[PageConfig, ...] = (
     PageConfig("icecast2 mount (MP3)", "deskcast", key="icecast",
                text="deskcast serve -s pulse:hub.monitor --icecast icecast://source:PW@"
                f"127.0.0.1:P{ICECAST_MOUNT} (icecast2 {package_version('icecast2')}, burst "
-               "64 KiB); Chromium opens a data: page whose <audio> gets src=http://127.0.0.1:P"
+               "64 KiB); Chromium opens a page on 127.0.0.1 whose <audio> gets src=http://127.0.0.1:P"
                f"{ICECAST_MOUNT} and play() on load"),
 )
 
@@ -238,7 +238,8 @@ def measure_once(cfg: PageConfig, result: Result, setup: Setup, tag: str) -> Non
         if cfg.key == "mp3":
             page.add_init_script(
                 "try { localStorage.setItem('deskcast-format', 'mp3'); } catch (e) {}")
-        url = (icecast_page(ice.listen_url(ICECAST_MOUNT)) if ice is not None
+        url = (stack.enter_context(icecast_page(ice.listen_url(ICECAST_MOUNT)))
+               if ice is not None
                else f"http://127.0.0.1:{port}/{'?mse=0' if cfg.key == 'opus-plain' else ''}")
         clock.stop()
         timing.nav = time.monotonic()
@@ -457,7 +458,7 @@ def main() -> int:
               "browser closes).")
         print("the delays are sample offsets inside one recording; first sound is too, from "
               "navigation start put on the recording's clock by when the recording grew before "
-              "it (bench/page.py FrameClock: when the meter mixed the sound, as in "
+              "it (bench/common.py FrameClock: when the meter mixed the sound, as in "
               "bench/latency.py).")
         skipped = {r.pipeline.label: r.hub_gap_ms for r in ordered if r.hub_gap_ms}
         if skipped:

@@ -1,8 +1,8 @@
 """What bench/page.py runs on: headless Chromium (launched by Playwright with its sound in the
 private PulseAudio's ``out`` sink, and gone, every process of it, when the ``with`` ends) and
 the bare page that plays an icecast2 mount; the test signal (a 1 kHz tone with a different
-noise burst every 0.5 s); the clock that puts navigation start onto the meter's recording; and
-finding the bursts and the silences in that recording (hub and out on one sample clock).
+noise burst every 0.5 s); and finding the bursts and the silences in the meter's recording (hub
+and out on one sample clock; bench/common.py's FrameClock puts navigation start onto it).
 
 Like bench/common.py, it needs the repository root and ``tests/`` on ``sys.path`` (page.py
 puts them there)."""
@@ -11,23 +11,22 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import http.server
 import math
 import os
 import signal
 import socket
 import threading
 import time
-import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 import numpy as np
 import numpy.typing as npt
 from playwright import sync_api
 
-from bench.common import METER, RATE, BenchError, block_levels_db
+from bench.common import METER, RATE, block_levels_db
 from rig.meter import MeterRecording
 from rig.signals import correlation, find_delay, level_db
 
@@ -50,9 +49,9 @@ CHROMIUM_ARGS = [  # as in tests/integration/test_page_chromium.py
     "--disable-background-networking",
     "--disable-component-update",
     "--no-first-run",
-    # Chromium's Private Network Access check blocks a non-secure page (the icecast page is a
-    # data: URL, origin "null") from fetching from loopback; deskcast's page is same-origin
-    # and not affected.
+    # Chromium's Private Network Access check blocks a non-secure page of a public or "null"
+    # origin from fetching from loopback; both pages here are served from loopback, and these
+    # flags keep it that way if Chromium's rules move.
     "--disable-features=BlockInsecurePrivateNetworkRequests,"
     "PrivateNetworkAccessSendPreflights,PrivateNetworkAccessRespectPreflightResults,"
     "LocalNetworkAccessChecks",
@@ -107,11 +106,35 @@ def chromium(env: dict[str, str], home: Path) -> Iterator[sync_api.Page]:
         kill_chromium_of(home)
 
 
-def icecast_page(listen_url: str) -> str:
+@contextlib.contextmanager
+def icecast_page(listen_url: str) -> Iterator[str]:
+    """The bare page that plays ``listen_url``, served from 127.0.0.1 while the ``with`` runs;
+    yields its URL. Served rather than a ``data:`` URL: with Chromium 156 the ``data:`` page
+    (origin "null") played nothing in 3 of 3 runs on 2026-12-07, the flags below
+    notwithstanding; a page on loopback reading loopback is no private-network request."""
     html = ("<!doctype html><title>icecast</title><audio id=audio></audio><script>"
             "addEventListener('load',()=>{const a=document.getElementById('audio');"
-            f"a.src={listen_url!r};a.play().catch(()=>{{}});}});</script>")
-    return "data:text/html," + urllib.parse.quote(html)
+            f"a.src={listen_url!r};a.play().catch(()=>{{}});}});</script>").encode()
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(html)))
+            self.end_headers()
+            self.wfile.write(html)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    thread = threading.Thread(target=server.serve_forever, name="icecast-page", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 # --------------------------------------------------------------------------- #
@@ -166,52 +189,6 @@ class PageSignal:
         """Stereo s16le bytes for frames [start, start + frames)."""
         s16 = np.round(self.render(start, frames) * 32767).astype("<i2")
         return np.repeat(s16[:, None], 2, axis=1).tobytes()
-
-
-class FrameClock:
-    """When the meter mixed frame 0 of a growing :class:`MeterRecording`, in
-    ``time.monotonic()`` (:attr:`t0`), from when the recording grew: a thread notes the time
-    right after it sees the file longer; ``now - frames / rate`` is never earlier than when
-    the last of those frames was mixed (the null sink hands its monitor each block as it
-    mixes it), and its smallest value over many blocks is that moment to within a
-    millisecond (the same convention as the delays of bench/latency.py: when the sound is
-    mixed, a sink's latency before a sound card would play it). A frame inside a block was
-    mixed with the whole block, up to one block (15 ms here) earlier than ``t0 + f / rate``.
-    :meth:`stop` it before the meter's block size can change (a new client asking for
-    another latency): it puts the one wall-clock event of a run, navigation start, onto the
-    recording."""
-
-    def __init__(self, rec: MeterRecording, poll_s: float = 0.002) -> None:
-        self.rec, self.poll_s = rec, poll_s
-        self.t0 = math.inf
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="frame-clock", daemon=True)
-
-    def _run(self) -> None:
-        rate, last = self.rec.meter.rate, 0
-        while not self._stop.wait(self.poll_s):
-            frames = self.rec.frames()
-            if frames != last:
-                self.t0 = min(self.t0, time.monotonic() - frames / rate)
-                last = frames
-
-    def frame_at(self, t: float) -> float:
-        """The frame of the recording rendered at ``time.monotonic()`` = ``t``."""
-        if math.isinf(self.t0):
-            raise BenchError("the recording never grew")
-        return (t - self.t0) * self.rec.meter.rate
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
-
-    def __enter__(self) -> FrameClock:
-        self._thread.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
 
 def wait_for_sound(rec: MeterRecording, timeout: float) -> bool:

@@ -40,7 +40,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -56,10 +55,12 @@ from bench.common import (  # noqa: E402
     DESKCAST,
     RATE,
     BenchError,
+    FrameClock,
     MachineLoad,
     Procs,
     Progress,
     add_server_priority,
+    block_levels_db,
     free_port_pair,
     header,
     load_summary,
@@ -103,48 +104,11 @@ class Tone:
         return np.repeat(s16[:, None], 2, axis=1).tobytes()
 
 
-class TimeBase:
-    """Puts a growing :class:`MeterRecording` on the monotonic clock: a thread notes (time,
-    frames) each time the file grew; frame 0 was recorded at the smallest ``t - frames/rate``
-    (the piece that came with the least delay after the sink mixed it)."""
-
-    def __init__(self, rec: MeterRecording) -> None:
-        self.rec = rec
-        self.t0 = math.inf
-        self._last = -1
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="timebase", daemon=True)
-
-    def _watch(self) -> None:
-        while not self._stop.is_set():
-            frames = self.rec.frames()
-            now = time.monotonic()
-            if frames != self._last:
-                self._last = frames
-                self.t0 = min(self.t0, now - frames / RATE)
-            time.sleep(0.002)
-
-    def frame_at(self, t: float) -> int:
-        return max(0, round((t - self.t0) * RATE))
-
-    def __enter__(self) -> TimeBase:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(2)
-
-
 def block_levels(rec: MeterRecording, sink: str, start: int, stop: int
                  ) -> npt.NDArray[np.float64]:
     """RMS dBFS of each 5 ms block of ``sink``'s pair of channels in frames [start, stop)."""
     ch = LAYOUT.channel(sink)
-    x = rec.read(start, stop)[:, ch: ch + 2].astype(np.float64).mean(axis=1)
-    n = len(x) // BLOCK
-    blocks = x[: n * BLOCK].reshape(n, BLOCK)
-    rms = np.sqrt(np.mean(blocks * blocks, axis=1))
-    return np.asarray(20 * np.log10(np.maximum(rms, 1e-9)), dtype=np.float64)
+    return block_levels_db(rec.read(start, stop)[:, ch: ch + 2], RATE, 1000 * BLOCK / RATE)
 
 
 def first_sound(rec: MeterRecording, sink: str, start: int, timeout: float) -> int | None:
@@ -207,7 +171,7 @@ class Rig:
 DESTINATION = {"local": "out", "host": "remote", "none": None}
 
 
-def run_cycles(rig: Rig, rec: MeterRecording, tb: TimeBase, cycles: int,
+def run_cycles(rig: Rig, rec: MeterRecording, clock: FrameClock, cycles: int,
                progress: Progress) -> None:
     current = "none"
     for cycle in range(cycles):
@@ -215,7 +179,8 @@ def run_cycles(rig: Rig, rec: MeterRecording, tb: TimeBase, cycles: int,
             for word in ("local", "host", "none"):
                 t_ask = time.monotonic()
                 rig.ask(word, how)
-                sw = Switch(word, how, tb.frame_at(t_ask), old=DESTINATION[current])
+                sw = Switch(word, how, max(0, round(clock.frame_at(t_ask))),
+                            old=DESTINATION[current])
                 new = DESTINATION[word]
                 if new is not None:
                     at = first_sound(rec, new, sw.frame, WAIT_S)
@@ -351,9 +316,9 @@ def main() -> int:
                 _hub_is_default(server), \
                 MeterRecording(LAYOUT, workdir / "meter.raw", server) as rec, \
                 SignalPlayer(server, "hub", Tone(), 3600.0, latency_ms=500), \
-                TimeBase(rec) as tb, route_rig(server, workdir, procs) as rig:
+                FrameClock(rec) as clock, route_rig(server, workdir, procs) as rig:
             time.sleep(0.5)
-            run_cycles(rig, rec, tb, args.cycles, progress)
+            run_cycles(rig, rec, clock, args.cycles, progress)
             procs.check_alive()
     except (BenchError, SoundServerError) as err:
         print(f"failed: {err}")

@@ -514,11 +514,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import functools
 
     from deskcast.capture import make_source
+    from deskcast.endpoints import parse_hostport
     from deskcast.http import token as token_file
-    from deskcast.http.mpris import poll_mpris
-    from deskcast.http.nowplaying import parse_field_map, poll_tracker
-    from deskcast.http.server import SERVE_BLOCK_MS, Server, serve
-    from deskcast.transport.sender import parse_hostport
+    from deskcast.http.app import serve
+    from deskcast.http.nowplaying.mpris import poll_mpris
+    from deskcast.http.nowplaying.tracker import parse_field_map, poll_tracker
+    from deskcast.http.relay import Relay
+    from deskcast.http.server import SERVE_BLOCK_MS, Server
 
     s = _settings(args, ["serve", "run", "audio", "hub"])
     fmt = _audio_format(s)
@@ -551,21 +553,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                            for c in listen_token)):
         raise ConfigError("--listen-token must be 1 to 256 printable characters without "
                           "spaces")
-    push: Any = None
-    icecast_fmt = ""
+    relays: list[Relay] = []
     if s.icecast:
-        from deskcast.http.icecast import IcecastPush, IcecastTarget, format_for_mount
+        from deskcast.http.relay.icecast import (
+            IcecastPush,
+            IcecastRelay,
+            IcecastTarget,
+            format_for_mount,
+        )
 
         icecast_fmt, ctype = format_for_mount(IcecastTarget.parse(s.icecast).mount)
         bitrate = s.mp3_bitrate if icecast_fmt == "mp3" else s.opus_bitrate
-        push = IcecastPush(s.icecast, content_type=ctype, name=s.stream_name,
-                           bitrate_kbps=bitrate, sample_rate=fmt.rate, channels=fmt.channels)
-    hls: Any = None
+        relays.append(IcecastRelay(
+            IcecastPush(s.icecast, content_type=ctype, name=s.stream_name,
+                        bitrate_kbps=bitrate, sample_rate=fmt.rate, channels=fmt.channels),
+            icecast_fmt))
     if s.hls:
-        from deskcast.http.hls import HlsWriter
+        from deskcast.http.relay.hls import HlsWriter
 
         hls = HlsWriter(Path(s.hls), fmt.rate, s.hls_segment_s)
         hls.prepare()  # a folder we cannot write to is an error now, not in the log later
+        relays.append(hls)
     block_ms = s.block_ms if s.origins.get("block_ms") != "default" else SERVE_BLOCK_MS
     source = make_source(s.source, fmt, fmt.frames_for_ms(block_ms), hub_name=s.sink_name,
                          buffer_ms=s.buffer_ms)
@@ -578,10 +586,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                         always_on=s.always_on, idle_stop_s=s.idle_stop_s, token=token,
                         icy_metaint=s.icy_metaint, name=s.stream_name,
                         listen_token=listen_token)
-        if hls is not None:
-            if "aac" not in server.streams:
-                raise ConfigError(f"--hls needs AAC, which cannot carry {fmt}: use --rate 48000")
-            server.status_providers["hls"] = hls.status
+        if s.hls and "aac" not in server.streams:
+            raise ConfigError(f"--hls needs AAC, which cannot carry {fmt}: use --rate 48000")
 
         async def main() -> None:
             stop = asyncio.Event()
@@ -596,35 +602,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                                field_map, s.tracker_interval_s))
             if s.mpris:
                 tasks.append(functools.partial(poll_mpris, server.nowplaying))
-            if push is not None:
-                tasks.append(_icecast_task(server, push, icecast_fmt))
-            if hls is not None:
-                tasks.append(lambda _stop: hls.run(lambda: server.subscribe("aac")))
-            await serve(server, host, port, stop, tasks, ssl_context=ssl_context,
-                        header_timeout_s=s.header_timeout_s)
+            await serve(server, host, port, stop, tasks, relays=relays,
+                        ssl_context=ssl_context, header_timeout_s=s.header_timeout_s)
 
         asyncio.run(main())
     if server.error is not None and isinstance(server.error, DeskcastError):
         raise server.error
     return 0
-
-
-def _icecast_task(server: Any, push: Any, fmt: str
-                  ) -> Callable[[Any], Awaitable[None]]:
-    """serve's background task pushing ``fmt`` to Icecast: a fresh subscription per
-    connection (Ogg starts with its headers), titles passed on, status in /api/status."""
-    import asyncio
-
-    server.status_providers["icecast"] = push.status
-    titles: set[asyncio.Task[Any]] = set()
-
-    def on_track(track: Any) -> None:
-        task = asyncio.ensure_future(push.set_title(track.text))
-        titles.add(task)
-        task.add_done_callback(titles.discard)
-
-    server.on_now_playing(on_track)
-    return lambda _stop: push.run(lambda: server.subscribe(fmt))
 
 
 def cmd_meta(args: argparse.Namespace) -> int:
@@ -833,8 +817,8 @@ def _announced(receive: Callable[[argparse.Namespace], int]
     def run(args: argparse.Namespace) -> int:
         if getattr(args, "announce", None) is None:
             return receive(args)
+        from deskcast.endpoints import parse_hostport
         from deskcast.route.discovery import Announcer
-        from deskcast.transport.sender import parse_hostport
 
         s = _settings(args, ["route"])
         port = s.port if getattr(args, "sdp", None) else parse_hostport(args.listen, s.port)[1]

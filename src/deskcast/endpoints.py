@@ -132,6 +132,29 @@ def parse(text: str, direction: Direction) -> Endpoint:
     return Endpoint(scheme, target, opts, direction)
 
 
+def parse_hostport(text: str, default_port: int) -> tuple[str, int]:
+    """A network address as written on the command line, in the config and in a route:
+    ``host``, ``host:port``, ``[v6]:port``, ``v6`` (several colons, no port), ``:port``."""
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    else:
+        host, port_text = text, ""
+    if port_text:
+        try:
+            port = int(port_text)
+        except ValueError:
+            raise EndpointError(f"bad port in {text!r}: give a number 1-65535") from None
+        if not 0 < port < 65536:
+            raise EndpointError(f"bad port in {text!r}: give a number 1-65535")
+    else:
+        port = default_port
+    return host, port
+
+
 def _split_options(text: str) -> tuple[str, dict[str, str]]:
     body, sep, query = text.partition("?")
     opts: dict[str, str] = {}

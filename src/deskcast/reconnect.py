@@ -15,8 +15,9 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from deskcast.capture.base import Pacer
+from deskcast.backoff import Backoff
 from deskcast.errors import DeskcastError
+from deskcast.pacing import Pacer
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class Reconnector:
         self.lost_at: float | None = None
         self.losses = 0
         self._retry_at = 0.0
-        self._retry_s = RETRY_FIRST_S
+        self._backoff = Backoff(RETRY_FIRST_S, RETRY_MAX_S)
 
     def lose(self, reason: str) -> None:
         """The stream failed (or was moved off the device): say so once, schedule a reopen."""
@@ -50,23 +51,23 @@ class Reconnector:
             self.losses += 1
             logger.warning("%s lost: %s; %s and reconnecting", self.label, reason,
                            self.while_lost)
-        self._retry_s = RETRY_FIRST_S
-        self._retry_at = self.clock() + self._retry_s
+        self._backoff.reset()
+        self._retry_at = self.clock() + self._backoff.next()
 
     def retry_due(self) -> bool:
         return self.clock() >= self._retry_at
 
     def due_now(self) -> None:
         """Make the next reopen attempt due at once, from the start of the backoff."""
-        self._retry_s = RETRY_FIRST_S
+        self._backoff.reset()
+        self._backoff.next()  # this attempt stands for the first one: a failure waits 2x
         self._retry_at = self.clock()
 
     def failed(self, reason: str) -> None:
         """A reopen attempt failed: try again later (backoff)."""
-        self._retry_s = min(RETRY_MAX_S, self._retry_s * 2)
-        self._retry_at = self.clock() + self._retry_s
-        logger.debug("%s: reopen failed (%s); next try in %.2f s", self.label, reason,
-                     self._retry_s)
+        delay = self._backoff.next()
+        self._retry_at = self.clock() + delay
+        logger.debug("%s: reopen failed (%s); next try in %.2f s", self.label, reason, delay)
 
     def reopen(self, connect: Callable[[], None], resumed: str) -> bool:
         """If a reopen is due, try ``connect()``: True once it worked (and said so)."""
@@ -86,7 +87,7 @@ class Reconnector:
             logger.warning("%s is back after %.1f s: %s", self.label,
                            self.clock() - self.lost_at, resumed)
         self.lost_at = None
-        self._retry_s = RETRY_FIRST_S
+        self._backoff.reset()
 
 
 class Closable(Protocol):

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deskcast.transport.receiver import EXPAND_FADE_S, EXPAND_HOLD_S
+from deskcast.transport.receive.decode import EXPAND_FADE_S, EXPAND_HOLD_S
 
 DESKCAST = [sys.executable, "-m", "deskcast"]
 

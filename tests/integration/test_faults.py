@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from deskcast.transport.receiver import EXPAND_FADE_S, EXPAND_HOLD_S
+from deskcast.transport.receive.decode import EXPAND_FADE_S, EXPAND_HOLD_S
 from deskcast.transport.rtp import RtpPacket
 from rig import HUB, OUT, SoundServer
 from rig.capture import Recorder

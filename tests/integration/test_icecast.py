@@ -21,10 +21,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from deskcast.backoff import Backoff
 from deskcast.capture import make_source
 from deskcast.capture.tone import ToneSource
 from deskcast.encode.mp3 import Mp3Encoder, split_frames
-from deskcast.http.icecast import Backoff, IcecastPush
+from deskcast.http.relay.icecast import IcecastPush
 from deskcast.media import AudioFormat
 from rig.icecast import IcecastServer
 from rig.signals import dominant_frequency, level_db
@@ -103,7 +104,7 @@ def quick_push(url: str, **kwargs: object) -> IcecastPush:
 
 def test_listeners_get_the_tone_and_the_title(icecast: IcecastServer,
                                                caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="deskcast.http.icecast")
+    caplog.set_level(logging.INFO, logger="deskcast.http.relay")
     mount = "/tone.mp3"
     push = quick_push(icecast.source_url(mount))
 
@@ -138,7 +139,7 @@ def test_listeners_get_the_tone_and_the_title(icecast: IcecastServer,
 
 def test_push_reconnects_after_icecast_is_killed_and_restarted(
         icecast: IcecastServer, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="deskcast.http.icecast")
+    caplog.set_level(logging.INFO, logger="deskcast.http.relay")
     mount = "/live.mp3"
     push = quick_push(icecast.source_url(mount))
 
@@ -180,7 +181,7 @@ def test_push_reconnects_after_icecast_is_killed_and_restarted(
 
 def test_wrong_password_is_named_and_retried_without_crashing(
         icecast: IcecastServer, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="deskcast.http.icecast")
+    caplog.set_level(logging.DEBUG, logger="deskcast.http.relay")
     mount = "/secret.mp3"
     push = quick_push(icecast.source_url(mount, password="not-the-password"))
 
@@ -204,7 +205,7 @@ def test_wrong_password_is_named_and_retried_without_crashing(
 
 def test_a_busy_mount_is_named(icecast: IcecastServer,
                                caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="deskcast.http.icecast")
+    caplog.set_level(logging.INFO, logger="deskcast.http.relay")
     mount = "/busy.mp3"
     first = quick_push(icecast.source_url(mount))
     second = quick_push(icecast.source_url(mount))
@@ -261,9 +262,10 @@ def test_serve_streams_reach_icecast_through_subscribe_and_survive_a_restart(
         caplog: pytest.LogCaptureFixture) -> None:
     """What ``serve --icecast URL`` does: each connection opens a fresh
     ``Server.subscribe(fmt)`` (so Ogg header pages start every connection)."""
-    from deskcast.http.server import Server, serve
+    from deskcast.http.app import serve
+    from deskcast.http.server import Server
 
-    caplog.set_level(logging.INFO, logger="deskcast.http.icecast")
+    caplog.set_level(logging.INFO, logger="deskcast.http.relay")
 
     mount = f"/desk.{fmt}"
     source = make_source("tone:1000", FMT, FMT.frames_for_ms(20))

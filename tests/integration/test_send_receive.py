@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deskcast.transport.receiver import EXPAND_FADE_S, EXPAND_HOLD_S
+from deskcast.transport.receive.decode import EXPAND_FADE_S, EXPAND_HOLD_S
 from deskcast.transport.rtp import RtpPacket
 from rig import SoundServer
 from rig.capture import Recorder, play_file, wait_played
@@ -378,7 +378,8 @@ def test_clock_drift_is_followed_without_running_dry(cli: Cli, tmp_path: Path) -
     """A sender whose clock runs 1000 ppm slow for a minute: uncorrected, the 40 ms buffer
     would run dry after 40 s and again and again; corrected, it stays put, the receiver
     measures the drift to a few ppm within the minute (README), applies it, and the tone is
-    played at the sender's speed: 999 Hz. (An hour at +-300 ppm: tests/unit/test_drift.py.)
+    played at the sender's speed: 999 Hz. (An hour at +-300 ppm:
+    tests/unit/transport/playout/test_controller.py.)
 
     Measured on 2026-12-07 (5 runs, one beside a busy core): the first estimate at ~12 s
     read -998 to -1010 ppm, ``drift_ppm`` (the mean of the last ten seconds) -999.5 to

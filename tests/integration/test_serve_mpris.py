@@ -17,7 +17,7 @@ from jeepney import MessageType, new_error, new_method_return  # type: ignore[im
 from jeepney.bus_messages import message_bus  # type: ignore[import-untyped]
 from jeepney.io.blocking import open_dbus_connection  # type: ignore[import-untyped]
 
-from deskcast.http.mpris import track_from_metadata
+from deskcast.http.nowplaying.mpris import track_from_metadata
 
 from .conftest import Cli, finish, wait_for_line
 from .test_serve import free_tcp_port

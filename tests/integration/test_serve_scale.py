@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from deskcast.encode.mp3 import split_frames
-from deskcast.http.server import STREAM_SNDBUF_BYTES
+from deskcast.http.stream_handler import STREAM_SNDBUF_BYTES
 from rig.signals import dominant_frequency
 
 from .conftest import DESKCAST, Cli, finish, wait_for_line
@@ -32,7 +32,7 @@ from .test_serve import decode, free_tcp_port
 CYCLES = 10_000
 CONCURRENCY = 200
 HEADER_TIMEOUT_S = 4.0
-BODY_TIMEOUT_S = 10.0  # deskcast.http.server.BODY_TIMEOUT_S
+BODY_TIMEOUT_S = 10.0  # deskcast.http.api.BODY_TIMEOUT_S
 SLOWLORIS = 200
 MP3_BYTES_PER_S = 128_000 / 8
 META_TOKEN = "scale-test-metadata-token"

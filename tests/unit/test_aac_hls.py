@@ -23,7 +23,7 @@ from deskcast.encode.aac import (
     split_adts,
 )
 from deskcast.errors import ConfigError
-from deskcast.http.hls import PLAYLIST, HlsWriter, timestamp_tag
+from deskcast.http.relay.hls import PLAYLIST, HlsWriter, timestamp_tag
 from deskcast.media import AudioFormat, PcmBlock
 
 FMT = AudioFormat()

@@ -10,10 +10,10 @@ import alsaaudio
 import pytest
 
 from deskcast.capture import alsa as alsa_source
-from deskcast.capture.base import Pacer
 from deskcast.endpoints import Direction, parse
 from deskcast.errors import DeviceError, EndpointError
 from deskcast.media import AudioFormat, PcmBlock
+from deskcast.pacing import Pacer
 from deskcast.playback import alsa as alsa_sink
 from deskcast.reconnect import RETRY_FIRST_S
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from deskcast.endpoints import Direction, Endpoint, parse
+from deskcast.endpoints import Direction, Endpoint, parse, parse_hostport
 from deskcast.errors import EndpointError
 
 SRC, SINK = Direction.SOURCE, Direction.SINK
@@ -73,3 +73,23 @@ def test_round_trip_and_helpers() -> None:
     assert str(parse("-", SINK)) == "-"
     with pytest.raises(EndpointError, match="not a number"):
         Endpoint("tone", "", {"level": "loud"}).number("level", 0.0)
+
+
+@pytest.mark.parametrize("text, host, port", [
+    ("example.org", "example.org", 1350),
+    ("example.org:5004", "example.org", 5004),
+    (" 10.0.0.2:80 ", "10.0.0.2", 80),
+    (":8000", "", 8000),
+    ("[::1]:5004", "::1", 5004),
+    ("[fe80::1%eth0]", "fe80::1%eth0", 1350),
+    ("fe80::1", "fe80::1", 1350),  # several colons, no brackets: all host, no port
+    ("", "", 1350),
+])
+def test_network_addresses(text: str, host: str, port: int) -> None:
+    assert parse_hostport(text, 1350) == (host, port)
+
+
+@pytest.mark.parametrize("text", ["h:0", "h:65536", "h:http", "[::1]:x"])
+def test_a_bad_port_is_named(text: str) -> None:
+    with pytest.raises(EndpointError, match=r"bad port .* give a number 1-65535"):
+        parse_hostport(text, 1350)

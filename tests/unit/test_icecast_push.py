@@ -1,4 +1,4 @@
-"""IcecastPush without Icecast: URL parsing, backoff, refusals, the queue, and the wire protocol
+"""IcecastPush without Icecast: URL parsing, refusals, the queue, and the wire protocol
 against a scripted fake server on loopback (the real icecast2 is in tests/integration)."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from deskcast.backoff import Backoff
 from deskcast.errors import ConfigError
-from deskcast.http.icecast import (
-    Backoff,
+from deskcast.http.relay.icecast import (
     IcecastPush,
     IcecastTarget,
     explain_refusal,
@@ -69,18 +69,7 @@ def test_the_mount_name_picks_the_format() -> None:
     assert format_for_mount("/x.opus") == ("opus", "audio/ogg")
 
 
-# -- backoff and messages ----------------------------------------------------------------------
-
-
-def test_backoff_doubles_to_the_cap_and_resets() -> None:
-    b = Backoff(1.0, 30.0)
-    assert [b.next() for _ in range(7)] == [1, 2, 4, 8, 16, 30, 30]
-    b.reset()
-    assert b.next() == 1
-    with pytest.raises(ValueError):
-        Backoff(0.0, 1.0)
-    with pytest.raises(ValueError):
-        Backoff(2.0, 1.0)
+# -- messages ----------------------------------------------------------------------
 
 
 def test_refusals_are_explained() -> None:
@@ -228,7 +217,7 @@ def test_source_request_headers_and_body() -> None:
 
 def test_refused_then_accepted_with_backoff_and_one_line_per_state(
         caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="deskcast.http.icecast")
+    caplog.set_level(logging.INFO, logger="deskcast.http.relay")
     refused = ("HTTP/1.0 401 Authentication Required\r\nConnection: Close\r\n\r\n"
                "You need to authenticate\r\n")
     sleeps = Sleeps()
@@ -342,7 +331,7 @@ def test_a_fresh_stream_that_ends_is_opened_again_on_a_new_connection(
         caplog: pytest.LogCaptureFixture) -> None:
     """serve's subscribe() ends when its consumer fell too far behind: the push renews the
     connection with a fresh iterator (fresh Ogg headers) instead of stopping for good."""
-    caplog.set_level(logging.INFO, logger="deskcast.http.icecast")
+    caplog.set_level(logging.INFO, logger="deskcast.http.relay")
     opened: list[int] = []
 
     def open_stream() -> AsyncIterator[bytes]:

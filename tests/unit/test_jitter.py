@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from deskcast.transport.jitter import Frame, JitterBuffer
+from deskcast.transport.jitter import Frame, Hold, JitterBuffer
 
 RATE = 48000
 F = 960  # 20 ms
@@ -156,11 +156,10 @@ def test_a_backlog_is_left_to_the_drift_controller_while_it_drops_a_stall() -> N
     queue too) the buffer drops nothing of it; a second after it is done, the buffer
     drops what is still too much."""
     jb = playing_with_a_burst(298)                # six seconds
-    jb.catch_up_paused = True
+    paused = Hold(leave_backlog=True)
     for _ in range(100):                          # two seconds: far past the one second
-        assert jb.pop() is not None
+        assert jb.pop(paused) is not None
     assert jb.stats.skipped_samples == 0
-    jb.catch_up_paused = False
     assert 49 <= pops_until_skipped(jb) <= 52
 
 
@@ -304,12 +303,12 @@ def test_a_backlog_is_dropped_back_to_the_held_level_not_the_bare_target() -> No
     needs the margin): a backlog piled on top of that (the device stalled) is dropped back
     to the held level, and only audio beyond the held level and the slack is a backlog."""
     jb = JitterBuffer(RATE, target_ms=20, adaptive=False)
-    jb.hold_samples = 2 * F                       # 40 ms held, target 20 ms
+    held = Hold(level_samples=2 * F)              # 40 ms held, target 20 ms
     for i in range(7):                            # 140 ms piled up
         jb.put(*packet(i), F, 0.0)
     i = 7
     while jb.stats.skipped_samples == 0 and i < 200:
-        assert jb.pop() is not None               # one out, one in: it stays piled up
+        assert jb.pop(held) is not None           # one out, one in: it stays piled up
         jb.put(*packet(i), F, 0.0)
         i += 1
     assert 55 <= i <= 60                          # after a second
@@ -318,7 +317,7 @@ def test_a_backlog_is_dropped_back_to_the_held_level_not_the_bare_target() -> No
     jb.put(*packet(i), F, 0.0)
     jb.put(*packet(i + 1), F, 0.0)                # 80 ms: the held level and two frames
     for k in range(i + 2, i + 200):
-        assert jb.pop() is not None
+        assert jb.pop(held) is not None
         jb.put(*packet(k), F, 0.0)
     assert jb.stats.skipped_samples == 5 * F
 

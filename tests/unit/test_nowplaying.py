@@ -12,18 +12,15 @@ from typing import Any, ClassVar
 
 import pytest
 
-from deskcast.http.nowplaying import (
+from deskcast.http.nowplaying.track import (
     MAX_FIELD_CHARS,
     NowPlaying,
     Track,
     clean,
-    from_tracker,
-    lookup,
-    parse_field_map,
     parse_metadata,
-    poll_tracker,
     split_artist_title,
 )
+from deskcast.http.nowplaying.tracker import from_tracker, lookup, parse_field_map, poll_tracker
 
 
 def test_watchers_called_only_on_change() -> None:

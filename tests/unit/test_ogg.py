@@ -15,7 +15,6 @@ from deskcast.encode.ogg import (
     lacing,
     make_page,
     ogg_crc,
-    packet_samples,
     parse_pages,
 )
 from deskcast.http.streams import OggOpusStream
@@ -70,14 +69,6 @@ def test_lacing_and_segment_limit() -> None:
     assert rest == b""
     assert parsed.packets == [b"a" * 255, b"", b"b"] and parsed.complete_last
     assert (parsed.serial, parsed.sequence, parsed.granule) == (7, 3, 99)
-
-
-def test_packet_samples_from_toc() -> None:
-    assert packet_samples(bytes([(31 << 3) | 0])) == 960    # CELT 20 ms, one frame
-    assert packet_samples(bytes([(28 << 3) | 1, 0])) == 240  # CELT 2.5 ms, two frames
-    assert packet_samples(bytes([(1 << 3) | 3, 3])) == 2880   # SILK 20 ms, three frames
-    with pytest.raises(ValueError):
-        packet_samples(b"")
 
 
 def test_muxer_splits_many_packets_over_pages_without_breaking_one() -> None:

@@ -1,4 +1,4 @@
-"""The route's words, the control messages, the socket's place, backoff and 'answering'."""
+"""The route's words, the control messages, the socket's place and 'answering'."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import pytest
 
 from deskcast.errors import EndpointError
 from deskcast.route import protocol
-from deskcast.route.backoff import Backoff
 from deskcast.route.legs import answer_state
 from deskcast.route.protocol import ProtocolError, Target, parse_target, parse_targets
 
@@ -75,15 +74,6 @@ def test_private_dir_is_tightened(tmp_path: Path) -> None:
     d.chmod(0o755)
     protocol.make_private_dir(d)
     assert d.stat().st_mode & 0o777 == 0o700
-
-
-def test_backoff_doubles_to_the_cap_and_forgives_a_long_run() -> None:
-    b = Backoff(first_s=0.5, max_s=4.0, stable_s=30.0)
-    assert [b.next_delay(0.1) for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
-    assert b.next_delay(31.0) == 0.5  # it ran long enough: healthy again
-    assert b.next_delay(1.0) == 1.0
-    b.reset()
-    assert b.next_delay(0.0) == 0.5
 
 
 def test_answer_state() -> None:

@@ -93,9 +93,9 @@ def test_pulse_sink_drops_audio_at_real_time_until_it_is_back(
 
     import pasimple
 
-    from deskcast.capture.base import Pacer
-    from deskcast.capture.pulse import StreamKeeper
+    from deskcast.pacing import Pacer
     from deskcast.playback import pulse as pulse_sink
+    from deskcast.pulsestream import StreamKeeper
 
     now = [0.0]
     sleeps: list[float] = []
@@ -160,8 +160,8 @@ def test_pulse_sink_gives_libpulses_thread_the_audio_threads_priority(
     SCHED_FIFO priority, once per stream; other threads started meanwhile keep theirs."""
     import threading
 
-    from deskcast.capture.pulse import StreamKeeper
     from deskcast.playback import pulse as pulse_sink
+    from deskcast.pulsestream import StreamKeeper
 
     class FakeStream:
         def __init__(self, *args: object, **kwargs: object) -> None:
@@ -223,9 +223,9 @@ def test_pulse_sink_waits_for_room_before_the_next_block_is_taken(
     then."""
 
 
-    from deskcast.capture.pulse import StreamKeeper
     from deskcast.capture.tone import ToneSource
     from deskcast.playback import pulse as pulse_sink
+    from deskcast.pulsestream import StreamKeeper
     from deskcast.pump import Pump
 
     queued_us = [0]

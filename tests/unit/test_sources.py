@@ -11,13 +11,13 @@ import pytest
 import soundfile
 
 from deskcast.capture import make_source
-from deskcast.capture.base import Pacer
 from deskcast.capture.file import FileSource
 from deskcast.capture.stdin import StdinSource
 from deskcast.capture.tone import ToneSource
 from deskcast.endpoints import Direction, parse
 from deskcast.errors import EndpointError
 from deskcast.media import AudioFormat, PcmBlock
+from deskcast.pacing import Pacer
 
 from .fakes import FakeClock
 
@@ -253,6 +253,7 @@ def fake_pulse(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
 
     from deskcast import soundserver
     from deskcast.capture import pulse as pulse_source
+    from deskcast.pulsestream import StreamKeeper
 
     clock = FakeClock()
     FakePaSimple.opened = []
@@ -266,7 +267,7 @@ def fake_pulse(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     monkeypatch.setattr(pulse_source, "Pacer",
                         lambda rate: Pacer(rate, clock=clock, sleep=clock.sleep))
     # The watcher thread talks to a real server: tested on its own below.
-    monkeypatch.setattr(pulse_source.StreamKeeper, "start_watch", lambda self, device: None)
+    monkeypatch.setattr(StreamKeeper, "start_watch", lambda self, device: None)
     return clock
 
 
@@ -352,7 +353,7 @@ def test_stream_moved_off_its_device_is_silenced_and_reopened_when_it_returns(
     it (a fresh stream, not a move: PipeWire reports a move before its links follow)."""
     from typing import Any, cast
 
-    from deskcast.capture.pulse import StreamKeeper
+    from deskcast.pulsestream import StreamKeeper
 
     keeper = StreamKeeper("source", "pulse:hub.monitor", "deskcast capture",
                           "capturing silence")
@@ -387,7 +388,7 @@ def test_stream_put_back_by_the_server_itself_is_still_reopened() -> None:
     taken before that reopen and answered after it is not acted on."""
     from typing import Any, cast
 
-    from deskcast.capture.pulse import StreamKeeper
+    from deskcast.pulsestream import StreamKeeper
 
     keeper = StreamKeeper("source", "pulse:hub.monitor", "deskcast capture",
                           "capturing silence")

@@ -22,8 +22,10 @@ from deskcast.errors import ConfigError
 from deskcast.media import AudioFormat, PcmBlock
 from deskcast.transport.fec import FEC_PT, FecEncoder
 from deskcast.transport.jitter import JitterBuffer
-from deskcast.transport.receiver import RtpReceiver, address_allowed, parse_allow
-from deskcast.transport.rtp import ReceiverReport, RtpPacket, parse_rtcp, serialize_rtcp
+from deskcast.transport.receive.allow import address_allowed, parse_allow
+from deskcast.transport.receiver import RtpReceiver
+from deskcast.transport.rtcp import ReceiverReport, parse_rtcp, serialize_rtcp
+from deskcast.transport.rtp import RtpPacket
 from deskcast.transport.sdp import SessionDescription, parse_sdp, write_sdp
 from deskcast.transport.sender import RtpSender
 from deskcast.transport.srtp import (
@@ -39,7 +41,10 @@ from deskcast.transport.srtp import (
     write_key_file,
 )
 
+from .transport.receive.streams import tone_packets
+
 FMT = AudioFormat()
+
 KEY = SrtpKey(bytes(range(KEY_BYTES)))
 OTHER_KEY = SrtpKey(bytes(range(1, KEY_BYTES + 1)))
 
@@ -242,23 +247,12 @@ def make_receiver(key: SrtpKey | None = KEY, allow: tuple[str, ...] = ()) -> Rtp
     return rx
 
 
-def opus_packets(n: int, ssrc: int) -> list[bytes]:
-    enc = OpusEncoder(FMT, frame_ms=20)
-    t = np.arange(960 * n) / 48000
-    x = 0.25 * np.sin(2 * np.pi * 1000 * t)
-    out = []
-    for i in range(n):
-        block = PcmBlock.from_float(np.repeat(x[i * 960:(i + 1) * 960, None], 2, axis=1), FMT)
-        out.append(bytes(RtpPacket(96, i, i * 960, ssrc, enc.encode(block))))
-    return out
-
-
 def test_keyed_receiver_plays_authentic_packets_only() -> None:
     rx = make_receiver()
     tx = SrtpSender(KEY)
-    good = [tx.protect(p) for p in opus_packets(20, ssrc=1)]
-    forged = [SrtpSender(OTHER_KEY).protect(p) for p in opus_packets(20, ssrc=2)]
-    plain = opus_packets(20, ssrc=3)
+    good = [tx.protect(p) for p in tone_packets(20, ssrc=1)]
+    forged = [SrtpSender(OTHER_KEY).protect(p) for p in tone_packets(20, ssrc=2)]
+    plain = tone_packets(20, ssrc=3)
     for i in range(20):
         rx.handle(forged[i], i * 0.02)
         rx.handle(plain[i], i * 0.02)
@@ -275,15 +269,15 @@ def test_keyed_receiver_plays_authentic_packets_only() -> None:
 def test_an_unauthenticated_sender_cannot_take_over_even_when_the_real_one_is_silent() -> None:
     rx = make_receiver()
     tx = SrtpSender(KEY)
-    for i, p in enumerate(opus_packets(5, ssrc=1)):
+    for i, p in enumerate(tone_packets(5, ssrc=1)):
         rx.handle(tx.protect(p), i * 0.02)
-    for i, p in enumerate(opus_packets(50, ssrc=2)):   # long after the takeover time
+    for i, p in enumerate(tone_packets(50, ssrc=2)):   # long after the takeover time
         rx.handle(p, 5.0 + i * 0.02)
         rx.handle(SrtpSender(OTHER_KEY).protect(p), 5.0 + i * 0.02)
     assert rx.stats.ssrc == 1 and rx.stats.senders == 1
     assert rx.stats.dropped["auth"] == 100
     # A sender with the key does take over after the silence (the takeover rule).
-    for i, p in enumerate(opus_packets(5, ssrc=3)):
+    for i, p in enumerate(tone_packets(5, ssrc=3)):
         rx.handle(tx.protect(p), 7.0 + i * 0.02)
     assert rx.stats.ssrc == 3 and rx.stats.senders == 2
 
@@ -295,7 +289,7 @@ def test_unkeyed_receiver_drops_srtp_as_undecodable_not_as_auth() -> None:
     def played(protect: bool) -> npt.NDArray[np.float64]:
         rx = make_receiver(key=None)
         tx = SrtpSender(KEY)
-        for i, p in enumerate(opus_packets(5, ssrc=1)):
+        for i, p in enumerate(tone_packets(5, ssrc=1)):
             rx.handle(tx.protect(p) if protect else p, i * 0.02)
         assert rx.stats.packets == 5 and not rx.stats.dropped
         return np.concatenate([rx.read().as_float()[:, 0] for _ in range(4)])[:3 * 960]
@@ -368,7 +362,7 @@ def test_address_allowed_handles_mapped_v6_and_junk() -> None:
 
 def test_receiver_drops_datagrams_from_outside_allow_before_parsing() -> None:
     rx = make_receiver(key=None, allow=("10.0.0.0/8",))
-    packets = opus_packets(10, ssrc=1)
+    packets = tone_packets(10, ssrc=1)
     for i, p in enumerate(packets):
         rx.handle(p, i * 0.02, ("::ffff:127.0.0.1", 4000, 0, 0))
         rx.handle(b"junk", i * 0.02, ("127.0.0.1", 4000))

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 
-from deskcast.capture.base import Pacer, Source
+from deskcast.capture.base import Source
 from deskcast.endpoints import Direction, Endpoint, parse
 from deskcast.media import AudioFormat
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Pacer", "Source", "make_source", "resolve_desktop"]
+__all__ = ["Source", "make_source", "resolve_desktop"]
 
 GENERATORS = ("tone", "silence", "noise", "sweep", "demo")
 ALSA_HUB_DEVICE = "hubcap"

@@ -15,10 +15,11 @@ import logging
 from typing import Any
 
 from deskcast.alsa import open_pcm
-from deskcast.capture.base import Pacer, Source
+from deskcast.capture.base import Source
 from deskcast.endpoints import Endpoint
 from deskcast.errors import DeviceError
 from deskcast.media import AudioFormat, PcmBlock, Reblocker
+from deskcast.pacing import Pacer
 from deskcast.reconnect import RealTimeStandIn, Reconnector, close_quietly
 
 logger = logging.getLogger(__name__)

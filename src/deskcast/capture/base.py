@@ -1,18 +1,14 @@
-"""The :class:`Source` interface every capture backend implements, and self-pacing."""
+"""The :class:`Source` interface every capture backend implements."""
 
 from __future__ import annotations
 
 import abc
-import logging
-import time
-from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
 from deskcast.endpoints import Endpoint
 from deskcast.media import AudioFormat, PcmBlock
-
-logger = logging.getLogger(__name__)
+from deskcast.pacing import Pacer
 
 
 class Source(abc.ABC):
@@ -65,37 +61,3 @@ class Source(abc.ABC):
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
-
-
-class Pacer:
-    """Sleeps so that frame ``n`` is released at ``start + n / rate`` (real time).
-
-    If the process was stalled for longer than ``max_lag_s`` it starts counting afresh instead
-    of bursting out everything it missed.
-    """
-
-    def __init__(self, rate: float, *, max_lag_s: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        self.rate = rate
-        self.max_lag_s = max_lag_s
-        self._clock = clock
-        self._sleep = sleep
-        self._start: float | None = None
-        self._origin_frames = 0
-        self.resyncs = 0
-
-    def wait(self, frames: int) -> None:
-        """Wait until ``frames`` frames since the first call are due."""
-        now = self._clock()
-        if self._start is None:
-            self._start, self._origin_frames = now, frames
-            return
-        due = self._start + (frames - self._origin_frames) / self.rate
-        if now - due > self.max_lag_s:
-            logger.debug("pacer: %.3f s behind, restarting the real-time clock", now - due)
-            self._start, self._origin_frames = now, frames
-            self.resyncs += 1
-            return
-        if due > now:
-            self._sleep(due - now)

@@ -15,10 +15,11 @@ from typing import Any
 import av
 import av.error
 
-from deskcast.capture.base import Pacer, Source
+from deskcast.capture.base import Source
 from deskcast.endpoints import Endpoint
 from deskcast.errors import EndpointError
 from deskcast.media import AudioFormat, PcmBlock, Reblocker, SampleFormat, convert
+from deskcast.pacing import Pacer
 
 logger = logging.getLogger(__name__)
 

@@ -12,10 +12,11 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
-from deskcast.capture.base import Pacer, Source
+from deskcast.capture.base import Source
 from deskcast.endpoints import Endpoint
 from deskcast.errors import EndpointError
 from deskcast.media import AudioFormat, PcmBlock
+from deskcast.pacing import Pacer
 
 Signal = Callable[[npt.NDArray[np.float64]], npt.NDArray[np.float64]]
 """Maps sample times in seconds to mono samples in [-1, 1]."""

@@ -14,45 +14,11 @@ import opuslib_next.api as opus_api
 import opuslib_next.api.decoder as opus_decoder_api
 
 from deskcast.media import AudioFormat, SampleFormat
+from deskcast.opus_packet import MAX_FRAMES_48K, CorruptPacket, packet_samples
 
 logger = logging.getLogger(__name__)
 
-MAX_FRAMES_48K = 5760
-"""120 ms at 48 kHz: the longest Opus packet."""
-
-_FRAME_SAMPLES_48K = (
-    # TOC config 0..31 -> samples per frame at 48 kHz (RFC 6716 table 2)
-    [480, 960, 1920, 2880] * 3       # SILK NB/MB/WB: 10, 20, 40, 60 ms
-    + [480, 960] * 2                 # hybrid SWB/FB: 10, 20 ms
-    + [120, 240, 480, 960] * 4       # CELT NB/WB/SWB/FB: 2.5, 5, 10, 20 ms
-)
-
-
-class CorruptPacket(ValueError):  # noqa: N818 - reads better at the call site
-    """An Opus packet libopus (or the TOC check) refuses."""
-
-
-def packet_samples(payload: bytes, rate: int = 48000) -> int:
-    """Duration of an Opus packet in samples at ``rate``, from its TOC byte (RFC 6716 3.1)."""
-    if not payload:
-        raise CorruptPacket("empty Opus packet")
-    toc = payload[0]
-    per_frame = _FRAME_SAMPLES_48K[toc >> 3]
-    code = toc & 0x3
-    if code == 0:
-        frames = 1
-    elif code in (1, 2):
-        frames = 2
-    else:
-        if len(payload) < 2:
-            raise CorruptPacket("Opus code-3 packet without a frame count")
-        frames = payload[1] & 0x3F
-        if frames == 0:
-            raise CorruptPacket("Opus packet with zero frames")
-    total = per_frame * frames
-    if total > MAX_FRAMES_48K:
-        raise CorruptPacket(f"Opus packet longer than 120 ms ({total} samples)")
-    return total * rate // 48000
+__all__ = ["CorruptPacket", "OpusDecoder", "packet_samples"]
 
 
 class OpusDecoder:

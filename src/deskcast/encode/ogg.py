@@ -16,6 +16,8 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from deskcast.opus_packet import packet_samples
+
 OGG_CAPTURE = b"OggS"
 MAX_SEGMENTS = 255
 """Lacing values per page (the segment table's size is one byte)."""
@@ -148,30 +150,6 @@ def opus_tags(vendor: str, comments: Iterable[str] = ()) -> bytes:
     for item in items:
         out += struct.pack("<I", len(item)) + item
     return bytes(out)
-
-
-def packet_samples(packet: bytes) -> int:
-    """48 kHz samples in an Opus packet, from its TOC byte (RFC 6716 section 3.1)."""
-    if not packet:
-        raise ValueError("an empty Opus packet has no TOC byte")
-    toc = packet[0]
-    config = toc >> 3
-    if config < 12:  # SILK: 10, 20, 40, 60 ms
-        frame = (480, 960, 1920, 2880)[config & 3]
-    elif config < 16:  # hybrid: 10, 20 ms
-        frame = (480, 960)[config & 1]
-    else:  # CELT: 2.5, 5, 10, 20 ms
-        frame = (120, 240, 480, 960)[config & 3]
-    code = toc & 3
-    if code == 0:
-        count = 1
-    elif code in (1, 2):
-        count = 2
-    else:
-        if len(packet) < 2:
-            raise ValueError("an Opus code 3 packet needs a frame count byte")
-        count = packet[1] & 0x3F
-    return frame * count
 
 
 class OggOpusMuxer:

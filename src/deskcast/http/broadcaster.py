@@ -32,13 +32,16 @@ push
     nobody ever waits for it. Listeners with ICY metadata get the batch with their blocks
     interleaved, built once for all those at the same point of their interval.
 
+The parts: this module (the ring, publishing, waking waiting listeners), :mod:`.listener` (one
+client's position, :meth:`Listener.next_batch` and :meth:`Listener.stream_to`) and :mod:`.push`
+(the batches written straight to transports).
+
 Everything here runs on the event loop thread. An encoder running in another thread must hand
 its chunks over with ``loop.call_soon_threadsafe(broadcaster.publish, chunk)``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import logging
 import math
@@ -46,32 +49,18 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import islice
-from typing import NamedTuple, Protocol
+from typing import NamedTuple
 
-from deskcast.http.icy import IcyCache, IcyInserter
+from deskcast.http.listener import CUT_CLOSED, CUT_LEFT, CUT_TOO_SLOW, Listener
+from deskcast.http.push import Pusher, Transport, buffered_bytes, http_chunk
+
+__all__ = ["CUT_CLOSED", "CUT_LEFT", "CUT_TOO_SLOW", "Broadcaster", "BroadcasterStats", "Chunk",
+           "Listener", "Transport", "buffered_bytes", "http_chunk"]
 
 logger = logging.getLogger(__name__)
 
-CUT_TOO_SLOW = "too slow"
-"""The listener fell more than ``max_lag_s`` behind live (or out of the ring)."""
-CUT_CLOSED = "closed"
-"""The broadcaster was closed."""
-CUT_LEFT = "left"
-"""The listener closed itself (its client went away)."""
-
 _EPS = 1e-6
 """Slack for sums of float durations (50 x 0.02 s must count as 1.0 s)."""
-
-
-class Transport(Protocol):
-    """What :meth:`Listener.stream_to` writes to (an :class:`asyncio.WriteTransport`)."""
-
-    def write(self, data: bytes) -> None: ...
-
-    def is_closing(self) -> bool: ...
-
-    def get_write_buffer_size(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -164,11 +153,7 @@ class Broadcaster:
         self._stale = 0
         """Entries in ``_waiters`` whose listener no longer waits on them."""
         self._seq = 0
-        self._pushed: dict[Listener, None] = {}
-        """Listeners in :meth:`Listener.stream_to`: written to by :meth:`_flush`."""
-        self._push_next = 0
-        """Index of the first chunk not yet flushed to the pushed listeners."""
-        self._flush_timer: asyncio.TimerHandle | None = None
+        self._push = Pusher(self)
         self._closed = False
         self._published_chunks = 0
         self._published_bytes = 0
@@ -213,8 +198,8 @@ class Broadcaster:
         while len(ring) > 1 and self._end_s - ring[1].start_s >= self._keep_s - _EPS:
             self._ring_bytes -= len(ring.popleft().chunk.data)
             self._first += 1
-        if self._pushed:
-            self._maybe_flush()
+        if self._push.listeners:
+            self._push.maybe_flush()
 
     def close(self) -> None:
         """End every listener (their next_batch returns None); later subscribers end at once."""
@@ -223,7 +208,7 @@ class Broadcaster:
         self._closed = True
         for listener in list(self._listeners):
             listener._cut(CUT_CLOSED)
-        self._cancel_flush_timer()
+        self._push.cancel_timer()
         self._ring.clear()
         self._ring_bytes = 0
         self._ready.clear()
@@ -280,7 +265,12 @@ class Broadcaster:
             listeners_peak=self._listeners_peak, sent_bytes=self._sent_bytes,
             ring_chunks=len(self._ring), ring_s=ring_s)
 
-    # --- internals used by Listener -------------------------------------------------------
+    # --- internals used by Listener and Pusher ---------------------------------------------
+
+    @property
+    def _pushed(self) -> dict[Listener, None]:
+        """Listeners in :meth:`Listener.stream_to`."""
+        return self._push.listeners
 
     @property
     def _next(self) -> int:
@@ -301,7 +291,7 @@ class Broadcaster:
     def _forget(self, listener: Listener) -> None:
         self._listeners.pop(listener, None)
         self._busy.pop(listener, None)
-        self._detach(listener)
+        self._push.detach(listener)
         if listener._wait_seq >= 0:
             listener._wait_seq = -1
             self._drop_waiter_entry()
@@ -331,104 +321,6 @@ class Broadcaster:
             self._entries = sum(map(len, waiters.values()))
             self._stale = 0
 
-    # --- push: batches written straight to transports ----------------------------------------
-
-    def _attach(self, listener: Listener) -> None:
-        if not self._pushed:
-            self._push_next = listener._next
-        self._pushed[listener] = None
-        self._busy.pop(listener, None)
-        self._maybe_flush()
-
-    def _detach(self, listener: Listener) -> None:
-        if listener in self._pushed:
-            del self._pushed[listener]
-            if not self._pushed:
-                self._cancel_flush_timer()
-
-    def _cancel_flush_timer(self) -> None:
-        if self._flush_timer is not None:
-            self._flush_timer.cancel()
-            self._flush_timer = None
-
-    def _on_flush_timer(self) -> None:
-        self._flush_timer = None
-        self._maybe_flush()
-
-    def _maybe_flush(self) -> None:
-        """Flush if a whole batch is pending, or its oldest chunk waited a batch; else make
-        sure a timer will."""
-        start = max(self._push_next, self._first)
-        if start >= self._next or self._closed:
-            return
-        batch_s = self.current_batch_s
-        if self._end_s - self._ring[start - self._first].start_s >= batch_s - _EPS:
-            self._flush()
-            return
-        wait_s = self._ring[start - self._first].published_at + batch_s - self.clock()
-        if wait_s <= 0:
-            self._flush()
-        elif self._flush_timer is None:
-            self._flush_timer = asyncio.get_running_loop().call_later(
-                wait_s, self._on_flush_timer)
-
-    def _joined_from(self, index: int) -> bytes:
-        """The data of the chunks from ring index ``index`` (>= the first kept) to the newest."""
-        return b"".join([e.chunk.data for e in islice(self._ring, index - self._first, None)])
-
-    def _flush(self) -> None:
-        """Write everything pending to every pushed listener: joined and framed once, shared
-        by all the listeners at the group's position (the rest get their own bytes)."""
-        self._cancel_flush_timer()
-        first, end = self._first, self._next
-        start = self._push_next
-        self._push_next = end
-        start = max(start, first)  # below first only after a long stall: the oldest are gone
-        data = self._joined_from(start)
-        framed = http_chunk(data)
-        limit_bytes = self.max_lag_s * self.bytes_per_s
-        sent = 0
-        slow: list[Listener] = []
-        icy_cache: IcyCache = {}
-        icy_framed: dict[bytes, bytes] = {}
-        for listener in self._pushed:
-            transport = listener._transport
-            assert transport is not None
-            if transport.is_closing():
-                continue  # its handler is being cancelled and will close it
-            if buffered_bytes(transport) > limit_bytes:
-                slow.append(listener)
-                continue
-            at = listener._next
-            icy = listener._icy
-            if at == start:
-                if icy is None:
-                    transport.write(framed if listener._chunked else data)
-                else:  # the same bytes for every ICY listener at the same point of its blocks
-                    out = icy.feed_shared(data, listener._title(), icy_cache)
-                    if listener._chunked:
-                        framed_out = icy_framed.get(out)
-                        if framed_out is None:
-                            framed_out = icy_framed[out] = http_chunk(out)
-                        out = framed_out
-                    transport.write(out)
-                listener.sent_bytes += len(data)
-                sent += len(data)
-            elif at < first:
-                slow.append(listener)
-                continue
-            elif at < end:  # it joined at another position (rare): its own bytes
-                own = self._joined_from(at)
-                listener.sent_bytes += len(own)
-                sent += len(own)
-                if icy is not None:
-                    own = icy.feed(own, listener._title())
-                transport.write(http_chunk(own) if listener._chunked else own)
-            listener._next = end
-        self._sent_bytes += sent
-        for listener in slow:
-            self._cut_slow(listener)
-
     def _take(self, listener: Listener) -> bytes:
         """Everything from the listener's next chunk up to live (header first if due)."""
         ring = self._ring
@@ -443,163 +335,3 @@ class Broadcaster:
         listener.sent_bytes += len(data)
         self._sent_bytes += len(data)
         return data
-
-
-def http_chunk(data: bytes) -> bytes:
-    """``data`` framed as one HTTP/1.1 chunk (size in hex, CRLF, data, CRLF)."""
-    return b"%x\r\n%b\r\n" % (len(data), data)
-
-
-def buffered_bytes(transport: Transport) -> int:
-    """What ``transport`` still holds to send; 0 once it is closing. An SSL transport whose
-    connection is gone raises from ``get_write_buffer_size`` (its protocol is None): seen when
-    serve stopped with an HTTPS listener."""
-    if transport.is_closing():
-        return 0
-    try:
-        return transport.get_write_buffer_size()
-    except (AttributeError, RuntimeError):
-        return 0
-
-
-class Listener:
-    """One client's position in a :class:`Broadcaster`'s stream. Use from the loop thread."""
-
-    def __init__(self, broadcaster: Broadcaster, index: int) -> None:
-        self._b = broadcaster
-        self._next = index
-        self._header_sent = False
-        self._future: asyncio.Future[None] | None = None
-        self._wait_seq = -1
-        """Sequence number of this listener's live heap entry, -1 when it has none."""
-        self.cut_reason: str | None = None
-        """Why the listener ended: ``"too slow"``, ``"closed"``, ``"left"``; None while live."""
-        self.sent_bytes = 0
-        self._lag_at_cut = 0.0
-        self._transport: Transport | None = None
-        """Set while in :meth:`stream_to`."""
-        self._chunked = False
-        self._icy: IcyInserter | None = None
-        self._title: Callable[[], str] = str
-
-    @property
-    def lag_s(self) -> float:
-        """Audio published but not yet returned by :meth:`next_batch` (frozen once cut)."""
-        if self.cut_reason is not None:
-            return self._lag_at_cut
-        b = self._b
-        if self._next < b._first:
-            return b._end_s - b._ring[0].start_s if b._ring else 0.0
-        lag_s = b._end_s - b._start_s(self._next)
-        if self._transport is not None:  # plus what its transport still holds
-            rate = b.bytes_per_s
-            if rate > 0:
-                lag_s += buffered_bytes(self._transport) / rate
-        return lag_s
-
-    async def next_batch(self) -> bytes | None:
-        """The next bytes to write: header and burst at once, then about ``batch_s`` at a time.
-
-        None once the listener is cut or closed, or the broadcaster closed. Cancelling the call
-        loses nothing: the next call returns the same data.
-        """
-        b = self._b
-        while True:
-            if self.cut_reason is not None:
-                return None
-            if self._next < b._first:  # fell out of the ring (only if publish was bypassed)
-                b._cut_slow(self)
-                return None
-            available = b._end_s - b._start_s(self._next)
-            if not self._header_sent and (b.header or available > 0):
-                return b._take(self)
-            batch_s = b.current_batch_s
-            if available >= batch_s - _EPS and available > 0:
-                return b._take(self)
-            timeout: float | None = None
-            if available > 0:
-                published_at = b._ring[self._next - b._first].published_at
-                timeout = published_at + batch_s - b.clock()
-                if timeout <= 0:
-                    return b._take(self)
-            await self._wait(b._start_s(self._next) + batch_s - _EPS, timeout)
-
-    async def stream_to(self, transport: Transport, *, chunked: bool,
-                        icy: IcyInserter | None = None,
-                        title: Callable[[], str] = str) -> None:
-        """Write every later batch straight to ``transport`` until the listener ends.
-
-        For a client that already has its response head and whatever :meth:`next_batch`
-        returned. ``chunked`` frames each batch as an HTTP/1.1 chunk; ``icy`` (the inserter
-        that already took the first batch) interleaves ICY blocks carrying ``title()``.
-        Returns once the listener is cut (too slow: its transport held more than ``max_lag_s``
-        of audio unsent), closed, or the broadcaster closes; cancelling it stops the writes,
-        and :meth:`next_batch` then carries on from where they stopped.
-        """
-        b = self._b
-        if self.cut_reason is not None:
-            return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._future = future
-        self._transport = transport
-        self._chunked = chunked
-        self._icy = icy
-        self._title = title
-        b._attach(self)
-        try:
-            await future
-        finally:
-            self._future = None
-            self._transport = None
-            self._icy = None
-            b._detach(self)
-            if self.cut_reason is None:
-                b._busy[self] = None
-
-    async def _wait(self, ready_s: float, timeout: float | None) -> None:
-        """Sleep until the stream reaches ``ready_s``, ``timeout`` passes, or the listener ends."""
-        b = self._b
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        self._future = future
-        b._add_waiter(ready_s, self)
-        b._busy.pop(self, None)
-        timer = None if timeout is None else loop.call_later(timeout, _resolve, future)
-        try:
-            await future
-        finally:
-            if timer is not None:
-                timer.cancel()
-            self._future = None
-            if self._wait_seq >= 0:  # timed out or cancelled: the heap entry is stale now
-                self._wait_seq = -1
-                b._drop_waiter_entry()
-            if self.cut_reason is None:
-                b._busy[self] = None
-
-    def _wake(self) -> None:
-        """Called by publish with this listener's heap entry, just popped."""
-        self._wait_seq = -1
-        if self.cut_reason is None:
-            self._b._busy[self] = None
-        if self._future is not None:
-            _resolve(self._future)
-
-    def _cut(self, reason: str) -> None:
-        if self.cut_reason is not None:
-            return
-        self._lag_at_cut = self.lag_s
-        self.cut_reason = reason
-        self._transport = None
-        self._b._forget(self)
-        if self._future is not None:
-            _resolve(self._future)
-
-    def close(self) -> None:
-        """Leave the broadcast (e.g. the client disconnected); next_batch then returns None."""
-        self._cut(CUT_LEFT)
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)

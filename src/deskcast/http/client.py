@@ -33,7 +33,7 @@ class LocalServe:
 def local_serve(listen: str, tls_cert: str | None = None, listen_token: str | None = None,
                 default_port: int = 8000) -> LocalServe:
     """Where serve's ``listen`` setting (``HOST:PORT``, ``:PORT``) answers on this machine."""
-    from deskcast.transport.sender import parse_hostport
+    from deskcast.endpoints import parse_hostport
 
     host, port = parse_hostport(listen, default_port)
     probe = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host

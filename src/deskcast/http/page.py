@@ -14,6 +14,18 @@ without MSE.
 
 from __future__ import annotations
 
+from aiohttp import web
+
+from deskcast.http.responses import NO_CACHE
+
+# media-src blob:: the page feeds its <audio> element through a MediaSource (an object URL).
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+       "media-src 'self' blob:; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
+       "frame-ancestors 'none'")
+PAGE_HEADERS = {"Cache-Control": NO_CACHE, "Content-Security-Policy": CSP,
+                "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+                "X-Frame-Options": "DENY"}
+
 HTML = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>deskcast</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -321,3 +333,19 @@ events.addEventListener("status", (e) => {
   $("listeners").textContent = String(JSON.parse(e.data).listeners);
 });
 """
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/", page)
+    app.router.add_get("/app.js", asset)
+    app.router.add_get("/app.css", asset)
+
+
+async def page(request: web.Request) -> web.Response:
+    return web.Response(text=HTML, content_type="text/html", headers=PAGE_HEADERS)
+
+
+async def asset(request: web.Request) -> web.Response:
+    if request.path == "/app.js":
+        return web.Response(text=JS, content_type="text/javascript", headers=PAGE_HEADERS)
+    return web.Response(text=CSS, content_type="text/css", headers=PAGE_HEADERS)

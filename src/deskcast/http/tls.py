@@ -1,4 +1,5 @@
-"""HTTPS for ``deskcast serve``: an :class:`ssl.SSLContext` from a certificate and key file.
+"""HTTPS for ``deskcast serve``: an :class:`ssl.SSLContext` from a certificate and key file,
+and a listening site whose TLS handshake has a deadline.
 
 The context takes Python's server defaults (``ssl.create_default_context``: no SSLv3, no
 compression, forward-secret ciphers first) and raises the floor to TLS 1.2, which every browser
@@ -8,9 +9,12 @@ file and what to do about it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from pathlib import Path
+
+from aiohttp import web
 
 from deskcast.errors import ConfigError
 
@@ -82,3 +86,27 @@ def server_context(cert: str | Path, key: str | Path) -> ssl.SSLContext:
         raise ConfigError(f"--tls-key {key_path} is not a usable PEM private key ({why}): "
                           "give the unencrypted key of --tls-cert") from None
     return context
+
+
+class Site(web.TCPSite):
+    """A TCP site whose TLS handshake has to finish within ``handshake_timeout_s`` (asyncio's
+    default, 60 s, would let a client that never says hello hold a socket that long)."""
+
+    def __init__(self, runner: web.AppRunner, host: str | None, port: int, *,
+                 ssl_context: ssl.SSLContext | None, handshake_timeout_s: float,
+                 backlog: int) -> None:
+        super().__init__(runner, host, port, ssl_context=ssl_context, backlog=backlog)
+        self.handshake_timeout_s = handshake_timeout_s
+
+    async def start(self) -> None:
+        if self._ssl_context is None:
+            await super().start()
+            return
+        await web.BaseSite.start(self)  # registers the site with the runner
+        server = self._runner.server
+        assert server is not None
+        self._server = await asyncio.get_running_loop().create_server(
+            server, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog,
+            ssl_handshake_timeout=self.handshake_timeout_s)
+        sockets = self._server.sockets
+        self._bound_port = sockets[0].getsockname()[1] if sockets else self._port

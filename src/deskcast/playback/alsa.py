@@ -17,10 +17,10 @@ from collections.abc import Callable
 from typing import Any
 
 from deskcast.alsa import open_pcm
-from deskcast.capture.base import Pacer
 from deskcast.endpoints import Endpoint
 from deskcast.errors import DeviceError
 from deskcast.media import AudioFormat, PcmBlock
+from deskcast.pacing import Pacer
 from deskcast.playback.base import MAX_WAIT_BLOCKS, Sink
 from deskcast.reconnect import RealTimeStandIn, Reconnector, close_quietly
 

@@ -12,7 +12,7 @@ next block (the network receiver: from its jitter buffer), so the packet gets th
 to arrive, at no cost in delay — one cushion, the jitter buffer's, instead of two.
 
 Once open, the sink survives a restarted server or a removed device like the pulse source does
-(see :mod:`deskcast.capture.pulse`): one warning, audio is dropped at real time (so the pump
+(see :mod:`deskcast.pulsestream`): one warning, audio is dropped at real time (so the pump
 does not spin) while the stream is reopened with backoff, one line when it is back.
 """
 
@@ -26,16 +26,11 @@ from typing import Any
 import pasimple
 
 from deskcast import soundserver
-from deskcast.capture.base import Pacer
-from deskcast.capture.pulse import (
-    PA_FORMATS,
-    LoopThreads,
-    StreamKeeper,
-    lost_reason,
-)
 from deskcast.endpoints import Endpoint
 from deskcast.media import AudioFormat, PcmBlock
+from deskcast.pacing import Pacer
 from deskcast.playback.base import MAX_WAIT_BLOCKS, Sink
+from deskcast.pulsestream import PA_FORMATS, LoopThreads, StreamKeeper, lost_reason
 from deskcast.reconnect import RealTimeStandIn, close_quietly
 
 logger = logging.getLogger(__name__)

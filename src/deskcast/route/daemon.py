@@ -40,9 +40,9 @@ from pathlib import Path
 from typing import Any
 
 from deskcast import state
+from deskcast.backoff import Backoff
 from deskcast.errors import DeskcastError, DeviceError, EndpointError
 from deskcast.route import protocol
-from deskcast.route.backoff import Backoff
 from deskcast.route.discovery import Browser
 from deskcast.route.legs import Leg, LoopbackLeg, ProcessLeg, SendLeg, SparePool, WebLeg
 from deskcast.route.protocol import Target
@@ -52,6 +52,11 @@ logger = logging.getLogger(__name__)
 STATE = "route"
 START_WAIT_S = 3.0
 """A switch answers once its new legs have started (or failed to), at most after this."""
+RESTART_FIRST_S = 0.5
+"""A leg that died is restarted after this, the wait doubling per failure in a row up to
+``[route] restart_max_s`` ..."""
+RESTART_STABLE_S = 30.0
+"""... and a leg that ran this long before it died counts as healthy: the wait starts over."""
 
 
 @dataclass
@@ -117,7 +122,7 @@ class Supervised:
             await self.leg.stop()
             self.restarts += 1
             self.last_error = why
-            delay = self.backoff.next_delay(time.monotonic() - started)
+            delay = self.backoff.next(time.monotonic() - started)
             self.state = "restarting"
             logger.warning("%s: %s; restarting in %.1f s", self.target.word, why, delay)
             await asyncio.sleep(delay)
@@ -149,26 +154,6 @@ class Supervised:
                 out["pid"] = self.leg.pid
             out.update(await self.leg.info())
         return out
-
-
-def pick_backend(cfg: RouteConfig) -> str:
-    """'pulse' or 'alsa'; DeviceError, in one line, when neither can work."""
-    from deskcast import soundserver
-
-    if cfg.backend in ("auto", "pulse") and soundserver.available():
-        return "pulse"
-    if cfg.backend == "pulse":
-        raise DeviceError("[hub] backend is pulse but no PulseAudio/PipeWire server is "
-                          f"answering ({soundserver.server_label()}): start it or set "
-                          "backend = \"auto\"")
-    from deskcast.alsa import device_names
-    from deskcast.capture import ALSA_HUB_DEVICE
-
-    if ALSA_HUB_DEVICE in device_names(capture=True):
-        return "alsa"
-    raise DeviceError("the route daemon needs a hub: no PulseAudio/PipeWire server is answering "
-                      f"and no ALSA hub ({ALSA_HUB_DEVICE}) is set up; start PulseAudio/PipeWire "
-                      "or run `deskcast hub setup --backend alsa`")
 
 
 def ensure_pulse_hub(sink_name: str) -> str:
@@ -358,7 +343,7 @@ class Daemon:
         for t in wanted:
             if t not in self.legs:
                 sup = Supervised(t, made[t],
-                                 Backoff(max_s=self.cfg.restart_max_s),
+                                 self._backoff(),
                                  prepare=self._hub_check if self.pool is not None
                                  and self.backend == "pulse" else None)
                 sup.task = asyncio.create_task(sup.run(), name=f"leg {t.word}")
@@ -372,6 +357,10 @@ class Daemon:
         if persist:
             state.save(STATE, {"targets": [t.word for t in targets], "since": self.since})
         logger.info("route: %s", " ".join(t.word for t in targets))
+
+    def _backoff(self) -> Backoff:
+        longest = self.cfg.restart_max_s
+        return Backoff(min(RESTART_FIRST_S, longest), longest, stable_s=RESTART_STABLE_S)
 
     async def _hub_check(self) -> None:
         """Before a leg (re)starts: if the sound server lost the hub (it was restarted), make
@@ -417,8 +406,8 @@ class Daemon:
                                                 f"alsa:{self.cfg.alsa_speakers}", "-q"],
                               pool=self.pool)
         if t.kind == "web":
+            from deskcast.endpoints import parse_hostport
             from deskcast.http.client import local_serve
-            from deskcast.transport.sender import parse_hostport
 
             host, port = parse_hostport(self.cfg.web_listen, 8000)
             local = local_serve(self.cfg.web_listen, self.cfg.serve_tls_cert,
@@ -506,7 +495,9 @@ def _remove_stale_loopbacks() -> None:
 
 def run(cfg: RouteConfig) -> None:
     """Run the daemon in the foreground until SIGTERM/SIGINT."""
-    backend = pick_backend(cfg)
+    from deskcast.hub import pick_backend
+
+    backend = pick_backend(cfg.backend, hub_needed=True)
     daemon = Daemon(cfg, backend)
     asyncio.run(daemon.run())
 

@@ -177,7 +177,7 @@ def _spawn(argv: list[str], stdin: int) -> Any:
 
 
 class SparePool:
-    """Keeps one pre-started :mod:`deskcast.route.spare` child ready, so that a switch does
+    """Keeps one pre-started :mod:`deskcast.spare` child ready, so that a switch does
     not wait for Python to import numpy, libpulse, Opus… (measured: the onset of sound at a
     host went from ~0.7 s to ~0.4 s after `deskcast route HOST` on the test rig)."""
 
@@ -199,7 +199,7 @@ class SparePool:
 
     async def _fill(self) -> None:
         try:
-            proc = await _spawn([sys.executable, "-m", "deskcast.route.spare"],
+            proc = await _spawn([sys.executable, "-m", "deskcast.spare"],
                                 asyncio.subprocess.PIPE)
         except OSError as err:
             logger.warning("cannot start a spare process: %s", err)

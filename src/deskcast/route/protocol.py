@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from deskcast import state
+from deskcast.endpoints import parse_hostport
 from deskcast.errors import DeskcastError, EndpointError
-from deskcast.transport.sender import parse_hostport
 
 SOCKET_NAME = "control.sock"
 MAX_MESSAGE_BYTES = 1 << 20

@@ -20,6 +20,10 @@ Pure logic (no sockets, no clocks): arrival times are passed in, and the playout
   rather than being lost, even before the buffer has grown to the target.
 * Never lets latency creep: when more than ``target + slack`` is buffered it drops the
   oldest audio to get back to the target (drift correction by resampling keeps this rare).
+
+A playout controller steers it through one narrow interface, once per read
+(:meth:`JitterBuffer.take`): a :class:`Hold` in (drop this much first, keep this level, leave a
+backlog to me) and a :class:`Taken` out (the frame, and what the buffer held and did).
 """
 
 from __future__ import annotations
@@ -50,6 +54,42 @@ class Frame:
     carry the lost audio)."""
     expand: bool = False
     """Concealment that consumes nothing: the buffer grows by ``samples``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """What a playout controller asks of the buffer at one pop (:meth:`JitterBuffer.take`)."""
+
+    level_samples: float | None = None
+    """The level the controller holds (None: none does). A backlog is dropped back to it
+    rather than to the bare target (at most ``slack`` above the target), and only what piles
+    up beyond it counts as a backlog: a sink that reads in bursts needs that margin, and
+    dropping below it runs the buffer dry right after."""
+    leave_backlog: bool = False
+    """The controller is dropping what a stall of the device piled up (it sees what the sink
+    has queued too, which took part of the loss): the backlog is its to drop, and dropping it
+    here as well runs the buffer dry."""
+    drop_samples: int = 0
+    """Audio to drop before the pop (whole packets, :meth:`JitterBuffer.skip`): what piled up
+    while the device lost time."""
+
+
+NO_HOLD = Hold()
+"""No controller: the buffer keeps its own target."""
+
+
+@dataclass(frozen=True, slots=True)
+class Taken:
+    """One pop as a playout controller sees it (:meth:`JitterBuffer.take`)."""
+
+    frame: Frame | None
+    """What to play (None while (re)buffering)."""
+    depth_samples: int | None
+    """Buffered before the pop (None while it was not playing): counts the frame popped."""
+    target_samples: int
+    """The target before the pop."""
+    skipped_samples: int
+    """Audio dropped by this take: what the hold asked for and any backlog."""
 
 
 @dataclass
@@ -94,10 +134,6 @@ class JitterBuffer:
         self._transit: deque[float] = deque(maxlen=window)
         self._excess_samples = 0
         self.catch_up_after_s = 1.0
-        self.catch_up_paused = False
-        """A drift controller is dropping what a stall of the device piled up (it sees what
-        the sink has queued too, which took part of the loss): the backlog is its to drop,
-        and dropping it here as well runs the buffer dry."""
         """How long more than ``target + slack`` may stay buffered before the excess is
         dropped (a burst after a network stall; steady drift is the resampler's job)."""
         self._jitter_samples = 0.0
@@ -111,11 +147,6 @@ class JitterBuffer:
         self._expanding = 0
         self._grow_samples = 0
         self._just_expanded = False
-        self.hold_samples: float | None = None
-        """The level a drift controller holds the buffer at (None: none does). A backlog is
-        dropped back to it rather than to the bare target (at most ``slack`` above the
-        target), and only what piles up beyond it counts as a backlog: a sink that reads in
-        bursts needs that margin, and dropping below it runs the buffer dry right after."""
 
     # --- input ----------------------------------------------------------------------------
 
@@ -182,14 +213,25 @@ class JitterBuffer:
     def frame_samples(self) -> int:
         return self._frame_samples
 
-    def pop(self) -> Frame | None:
-        """The next frame to play, or None while (re)buffering."""
-        frame = self._next_frame()
+    def take(self, hold: Hold = NO_HOLD) -> Taken:
+        """One read of a playout controller: drop what ``hold`` asks, pop the next frame as
+        it says, and tell what the buffer held before and dropped."""
+        depth = self.depth_samples if self._playing else None
+        target = self.target_samples
+        skipped = self.stats.skipped_samples
+        self.skip(hold.drop_samples)
+        frame = self.pop(hold)
+        return Taken(frame, depth, target, self.stats.skipped_samples - skipped)
+
+    def pop(self, hold: Hold = NO_HOLD) -> Frame | None:
+        """The next frame to play, or None while (re)buffering; a backlog is dropped as
+        ``hold`` says."""
+        frame = self._next_frame(hold)
         if frame is not None:
             self._popped_since += frame.samples
         return frame
 
-    def _next_frame(self) -> Frame | None:
+    def _next_frame(self, hold: Hold) -> Frame | None:
         if not self._playing:
             if not self._entries or self.depth_samples < self.target_samples:
                 return None
@@ -197,7 +239,7 @@ class JitterBuffer:
             self._play_ts = self._entries[0].timestamp
             self._excess_samples = 0
         assert self._play_ts is not None
-        self._catch_up()
+        self._catch_up(hold)
         while self._entries and self._entries[0].timestamp + self._entries[0].samples \
                 <= self._play_ts:
             self._entries.pop(0)  # arrived before its slot passed, but we skipped past it
@@ -275,18 +317,19 @@ class JitterBuffer:
             self._grow_samples = max(0, floor_samples - self.depth_samples)
         self.target_samples = max(self.target_samples, floor_samples)
 
-    def _catch_up(self) -> None:
-        """Drop the oldest audio when far more than the target has stayed buffered."""
+    def _catch_up(self, hold: Hold) -> None:
+        """Drop the oldest audio when far more than the target (or the level ``hold``
+        keeps) has stayed buffered."""
         assert self._play_ts is not None
         # Two frames (40 ms at the default 20 ms frames; 10 ms at 5 ms frames, where the
         # user asked for low latency), at least 10 ms.
         slack = max(2 * self._frame_samples, self.rate // 100)
-        if self.catch_up_paused:
+        if hold.leave_backlog:
             self._excess_samples = 0
             return
         keep = self.target_samples
-        if self.hold_samples is not None:
-            keep = max(keep, min(round(self.hold_samples), self.target_samples + slack))
+        if hold.level_samples is not None:
+            keep = max(keep, min(round(hold.level_samples), self.target_samples + slack))
         if self.depth_samples <= keep + slack:
             self._excess_samples = 0
             return

@@ -16,49 +16,32 @@ from dataclasses import dataclass
 from typing import Any
 
 from deskcast.encode.opus import OpusEncoder
-from deskcast.endpoints import Endpoint
+from deskcast.endpoints import Endpoint, parse_hostport
 from deskcast.errors import DeviceError, EndpointError
 from deskcast.media import AudioFormat, PcmBlock
 from deskcast.playback.base import Sink
+from deskcast.transport import DEFAULT_PORT
 from deskcast.transport.fec import FEC_PT, FEC_SSRC_XOR, FecEncoder
-from deskcast.transport.rtp import (
-    ReceiverReport,
-    RtpError,
-    RtpPacket,
-    SenderReport,
-    SourceDescription,
-    is_rtcp,
-    ntp_from_unix,
-    parse_rtcp,
-    round_trip_seconds,
-    serialize_rtcp,
-)
-from deskcast.transport.srtp import SrtpError, SrtpKey, SrtpReceiver, SrtpSender
+from deskcast.transport.rtcpsession import Feedback, RtcpSession
+from deskcast.transport.rtp import TRX_PAYLOAD_TYPE, TRX_TS_DIVISOR, RtpPacket, is_rtcp
+from deskcast.transport.srtp import SrtpError, SrtpKey, SrtpSender
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PORT = 1350
-"""trx's port, so either end can talk to the other without options."""
 DYNAMIC_PT = 96
 RTCP_INTERVAL_S = 5.0
 """RFC 3550's minimum interval between reports; RTCP goes to PORT+1, as trx does."""
-TRX_PT = 0
-TRX_TS_DIVISOR = 6
-"""trx counts timestamps at 8 kHz: 48000 / 8000."""
 
 
 @dataclass
-class SenderStats:
+class SenderStats(Feedback):
+    """What was sent, and what the receiver says about it (its RTCP reports: the
+    :class:`~deskcast.transport.rtcpsession.Feedback` fields, times monotonic)."""
+
     packets: int = 0
     octets: int = 0
     send_errors: int = 0
     started: float = 0.0
-    receiver_reports: int = 0
-    last_report: float | None = None
-    """When the receiver last reported back (monotonic seconds); None: never (yet)."""
-    receiver_loss_pct: float = 0.0
-    receiver_jitter_ms: float = 0.0
-    rtt_ms: float | None = None
 
 
 def resolve(host: str, port: int) -> tuple[socket.AddressFamily, tuple[str, int] | tuple[
@@ -72,28 +55,6 @@ def resolve(host: str, port: int) -> tuple[socket.AddressFamily, tuple[str, int]
     return family, addr  # type: ignore[return-value]
 
 
-def parse_hostport(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
-    """``host``, ``host:port``, ``[v6]:port``, ``v6`` (several colons, no port), ``:port``."""
-    text = text.strip()
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port_text = rest[1:] if rest.startswith(":") else ""
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-    else:
-        host, port_text = text, ""
-    if port_text:
-        try:
-            port = int(port_text)
-        except ValueError:
-            raise EndpointError(f"bad port in {text!r}: give a number 1-65535") from None
-        if not 0 < port < 65536:
-            raise EndpointError(f"bad port in {text!r}: give a number 1-65535")
-    else:
-        port = default_port
-    return host, port
-
-
 class RtpSender(Sink):
     """Blocks of exactly one Opus frame in, RTP datagrams out. Not clocked: the source paces."""
 
@@ -104,13 +65,12 @@ class RtpSender(Sink):
         super().__init__(endpoint, fmt, block_frames)
         if key is not None and trx:
             raise EndpointError("trx-rx does not speak SRTP: drop --key or --trx")
-        # SRTP: audio, repair packets and sender reports out; receiver reports in.
+        # SRTP: audio and repair packets out (RTCP: the session's, both ways).
         self.srtp = SrtpSender(key) if key is not None else None
-        self.srtp_in = SrtpReceiver(key) if key is not None else None
-        self.host, self.port = parse_hostport(endpoint.target)
+        self.host, self.port = parse_hostport(endpoint.target, DEFAULT_PORT)
         self.encoder = encoder
         self.trx = trx
-        self.payload_type = TRX_PT if trx else payload_type
+        self.payload_type = TRX_PAYLOAD_TYPE if trx else payload_type
         self.ttl = ttl
         self.dscp = dscp
         self.ssrc = secrets.randbits(32)
@@ -122,8 +82,8 @@ class RtpSender(Sink):
         self._sock: socket.socket | None = None
         self._addr: tuple[str, int] | tuple[str, int, int, int] | None = None
         self._rtcp_addr: tuple[Any, ...] | None = None
-        self._next_sr = 0.0
-        self.cname = f"deskcast@{socket.gethostname()}"
+        self.rtcp = RtcpSession(self.ssrc, f"deskcast@{socket.gethostname()}",
+                                interval_s=RTCP_INTERVAL_S, key=key, feedback=self.stats)
         self._too_long_warned = False
 
     @property
@@ -156,7 +116,7 @@ class RtpSender(Sink):
         self._sock = sock
         self._rtcp_addr = (self._addr[0], self.port + 1, *self._addr[2:])
         self.stats.started = time.monotonic()
-        self._next_sr = self.stats.started + 1.0
+        self.rtcp.start(self.stats.started, 1.0)
         logger.info("sending %s to %s (%s), ssrc %08x, pt %d", self.encoder.describe(),
                     self.name, self._addr[0], self.ssrc, self.payload_type)
 
@@ -165,7 +125,7 @@ class RtpSender(Sink):
         payload = self.encoder.encode(block)
         packet = RtpPacket(self.payload_type, self.sequence, self.timestamp, self.ssrc, payload,
                            marker=self.stats.packets == 0)
-        if self._send(bytes(packet)):
+        if self._send(self._protect(bytes(packet))):
             self.stats.packets += 1
             self.stats.octets += len(payload)
         self._rtcp()
@@ -174,7 +134,7 @@ class RtpSender(Sink):
                 extra = RtpPacket(FEC_PT, self.fec_sequence, self.timestamp,
                                   self.ssrc ^ FEC_SSRC_XOR, repair)
                 self.fec_sequence = (self.fec_sequence + 1) & 0xFFFF
-                if self._send(bytes(extra)):
+                if self._send(self._protect(bytes(extra))):
                     self.stats.octets += len(repair)
         self.sequence = (self.sequence + 1) & 0xFFFF
         step = block.frames // TRX_TS_DIVISOR if self.trx else block.frames
@@ -206,50 +166,41 @@ class RtpSender(Sink):
                 break
             if not is_rtcp(data):
                 continue
-            if self.srtp_in is not None:
-                try:
-                    data = self.srtp_in.unprotect_rtcp(data)
-                except SrtpError as err:
-                    logger.debug("receiver report dropped: %s", err)
-                    continue
-            self._report(data, now)
-        if now >= self._next_sr and not self.trx:
-            self._next_sr = now + RTCP_INTERVAL_S
-            sr = SenderReport(self.ssrc, ntp_from_unix(time.time()), self.timestamp,
-                              self.stats.packets & 0xFFFFFFFF, self.stats.octets & 0xFFFFFFFF)
-            data = serialize_rtcp([sr, SourceDescription.cname(self.ssrc, self.cname)])
-            self._send(data, self._rtcp_addr)
-
-    def _report(self, data: bytes, now: float) -> None:
-        try:
-            packets = parse_rtcp(data)
-        except RtpError:
-            return
-        for rr in packets:
-            if not isinstance(rr, ReceiverReport | SenderReport):
-                continue
-            for block in rr.reports:
-                if block.ssrc != self.ssrc:
-                    continue
-                self.stats.receiver_reports += 1
-                self.stats.last_report = now
-                self.stats.receiver_loss_pct = 100 * block.fraction_lost / 256
-                self.stats.receiver_jitter_ms = 1000 * block.jitter / 48000
-                rtt = round_trip_seconds(ntp_from_unix(time.time()), block.lsr, block.dlsr)
-                self.stats.rtt_ms = None if rtt is None else 1000 * rtt
-
-    def _send(self, data: bytes, addr: tuple[Any, ...] | None = None) -> bool:
-        assert self._sock is not None and self._addr is not None
-        if self.srtp is not None:
             try:
-                data = (self.srtp.protect_rtcp(data) if is_rtcp(data)
-                        else self.srtp.protect(data))
+                data = self.rtcp.unprotect(data)
+            except SrtpError as err:
+                logger.debug("receiver report dropped: %s", err)
+                continue
+            self.rtcp.receive(data, now)
+        if not self.trx and self.rtcp.due(now):
+            try:
+                report = self.rtcp.sender_report(self.timestamp, self.stats.packets,
+                                                 self.stats.octets)
             except ValueError as err:
-                self.stats.send_errors += 1
-                if not self._too_long_warned:
-                    self._too_long_warned = True
-                    logger.warning("not sent: %s; lower --bitrate or --frame-ms", err)
-                return False
+                self._refused(err)
+            else:
+                self._send(report, self._rtcp_addr)
+
+    def _protect(self, packet: bytes) -> bytes | None:
+        """The packet as it is sent (SRTP with a key); None if it cannot be."""
+        if self.srtp is None:
+            return packet
+        try:
+            return self.srtp.protect(packet)
+        except ValueError as err:
+            self._refused(err)
+            return None
+
+    def _refused(self, err: ValueError) -> None:
+        self.stats.send_errors += 1
+        if not self._too_long_warned:
+            self._too_long_warned = True
+            logger.warning("not sent: %s; lower --bitrate or --frame-ms", err)
+
+    def _send(self, data: bytes | None, addr: tuple[Any, ...] | None = None) -> bool:
+        assert self._sock is not None and self._addr is not None
+        if data is None:
+            return False
         try:
             self._sock.sendto(data, addr or self._addr)
         except OSError as err:

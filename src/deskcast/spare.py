@@ -1,5 +1,6 @@
-"""A pre-started ``deskcast`` child for the next leg: its imports (~0.3 s of a switch, more on
-a loaded machine) are done before it is needed. It waits for its command line — one JSON list
+"""The route daemon's pre-started ``deskcast`` child for the next leg, an entry point beside
+``__main__`` (``python -m deskcast.spare``): its imports (~0.3 s of a switch, more on a loaded
+machine) are done before it is needed. It waits for its command line — one JSON list
 on standard input — then runs it like ``deskcast ARGS…`` and exits with its status. An empty
 standard input (the daemon stopped) ends it quietly."""
 
@@ -12,7 +13,7 @@ import sys
 
 WARM = ("deskcast.cli", "deskcast.pump", "deskcast.capture.pulse", "deskcast.capture.alsa",
         "deskcast.transport.sender", "deskcast.encode.opus", "deskcast.playback.alsa",
-        "deskcast.http.server", "deskcast.encode.mp3")
+        "deskcast.http.app", "deskcast.encode.mp3")
 
 
 def main() -> int:

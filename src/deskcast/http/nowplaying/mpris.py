@@ -15,7 +15,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from deskcast.http.nowplaying import NowPlaying
+from deskcast.http.nowplaying.track import NowPlaying
 
 logger = logging.getLogger(__name__)
 

@@ -3,12 +3,19 @@ clocks faked: a stamp's age carries over, a step of the wall clock never does.""
 
 from __future__ import annotations
 
+import socket
 import struct
+import time
 from collections.abc import Iterator
 
 import pytest
 
-from deskcast.transport.arrival import SO_TIMESTAMPNS, ArrivalClock, kernel_stamp
+from deskcast.transport.receive.arrival import (
+    SO_TIMESTAMPNS,
+    STAMP_SPACE,
+    ArrivalClock,
+    kernel_stamp,
+)
 
 SOL_SOCKET = 1
 
@@ -127,3 +134,36 @@ def test_the_stamp_is_read_from_recvmsgs_ancillary_data() -> None:
     assert kernel_stamp(stamped(1_700_000_123.25)) == pytest.approx(1_700_000_123.25, abs=1e-6)
     assert kernel_stamp([(SOL_SOCKET, 29, b"\0" * 16)]) is None   # SO_TIMESTAMP: not ours
     assert kernel_stamp([]) is None
+
+
+def test_arrival_is_when_the_kernel_received_the_datagram_not_when_it_was_read() -> None:
+    """A network thread that gets the CPU late must not see jitter the network never had.
+
+    The kernel switches stamping on for the machine's first socket that asks by a work item
+    of its own, which on a loaded machine runs tens of ms later; until then datagrams are
+    stamped when read (the flake this test had: 2 runs in 58 under load). The test waits
+    for that as the receiver does not need to: a datagram read at once is none the worse."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        rx.bind(("127.0.0.1", 0))
+        rx.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        arrivals = ArrivalClock()
+        deadline = time.monotonic() + 10.0
+        while True:                               # until the kernel stamps on receipt
+            tx.sendto(b"probe", rx.getsockname())
+            time.sleep(0.01)
+            _, ancdata, _, _ = rx.recvmsg(64, STAMP_SPACE)
+            stamp = kernel_stamp(ancdata)
+            assert stamp is not None, "no SO_TIMESTAMPNS stamp"
+            if time.time() - stamp > 0.005:
+                break
+            assert time.monotonic() < deadline, "the kernel never stamped on receipt"
+        sent = time.monotonic()
+        tx.sendto(b"x", rx.getsockname())
+        time.sleep(0.15)                          # the reader is late
+        _, ancdata, _, _ = rx.recvmsg(64, STAMP_SPACE)
+        arrival = arrivals.arrival(ancdata)
+        read = time.monotonic()
+    assert read - sent >= 0.15
+    assert sent - 0.001 <= arrival < sent + 0.05
+    assert arrivals.unstamped == 0

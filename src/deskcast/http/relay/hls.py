@@ -25,9 +25,13 @@ import os
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from deskcast.encode.aac import FRAME_SAMPLES, split_adts
 from deskcast.errors import ConfigError
+
+if TYPE_CHECKING:
+    from deskcast.http.server import Server
 
 logger = logging.getLogger(__name__)
 
@@ -172,11 +176,18 @@ class HlsWriter:
         aside.write_bytes(data)
         os.replace(aside, self.folder / name)
 
-    def status(self) -> dict[str, object]:
+    name = "hls"
+    """Its section in /api/status (it is one of serve's relays)."""
+
+    def status(self) -> dict[str, Any]:
         return {"folder": str(self.folder), "segments_written": self.written,
                 "segment_s": round(self.frames_per_segment * FRAME_SAMPLES
                                    / self.sample_rate, 3),
                 "playlist": str(self.folder / PLAYLIST)}
+
+    async def relay(self, server: Server, stopping: asyncio.Event) -> None:
+        """As one of serve's relays: from ``server``'s AAC stream."""
+        await self.run(lambda: server.subscribe("aac"))
 
     async def run(self, subscribe: Callable[[], AsyncGenerator[bytes]]) -> None:
         """Write segments from serve's AAC stream until cancelled; after the stream ends (the
