@@ -29,7 +29,7 @@ from rig.tools import missing_tool
 from rig.vm import VmError, VmRun, run_scenario
 from rig.vmkernel import VmUnavailableError
 
-pytestmark = [pytest.mark.realtime, pytest.mark.timeout(540)]
+pytestmark = [pytest.mark.realtime, pytest.mark.whole_machine, pytest.mark.timeout(540)]
 
 RATE = 48000
 LEVEL_DB = -15.0
@@ -165,7 +165,7 @@ def _boot(out: Path) -> VmRun:
 @pytest.fixture(scope="module")
 def vm(tmp_path_factory: pytest.TempPathFactory) -> VmRun:
     """One boot for the whole module, shared by pytest-xdist workers: the first test to get
-    here (holding the real-time lock, so nothing else judges audio meanwhile) boots the VM;
+    here boots the VM, with the machine to itself (the ``whole_machine`` lock, tests/conftest.py);
     the others read what it left. ``DESKCAST_VM_RESULT=.../run.json`` judges a kept boot
     again instead (its ``out`` folder must still be where it was)."""
     kept = os.environ.get("DESKCAST_VM_RESULT")  # re-judge an earlier boot: its run.json
