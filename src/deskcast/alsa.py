@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import re
+from pathlib import Path
 from typing import Any
 
 import alsaaudio
@@ -83,9 +85,53 @@ def open_pcm(device: str, fmt: AudioFormat, period_frames: int, periods: int,
     return pcm
 
 
+def loopback_holders(proc_asound: Path = Path("/proc/asound")) -> list[str]:
+    """Who has a substream of an ``snd-aloop`` card open, and at which format: ``aplay (pid
+    42) plays to hw:Loopback,0,0 at 44100 Hz S32_LE 1 ch``. A loopback takes its format from
+    whoever opens it first, so that is what a failed open on it needs to know."""
+    found: list[str] = []
+    for card in sorted(proc_asound.glob("card[0-9]*")):
+        try:
+            if "loopback" not in (card / "pcm0p" / "info").read_text().lower():
+                continue
+            card_id = (card / "id").read_text().strip()
+        except OSError:
+            continue
+        for sub in sorted(card.glob("pcm*/sub*")):
+            try:
+                status, params = (sub / "status").read_text(), (sub / "hw_params").read_text()
+            except OSError:
+                continue
+            if status.strip() == "closed":
+                continue
+            pid = re.search(r"owner_pid\s*:\s*(\d+)", status)
+            program = "a program"
+            if pid is not None:
+                try:
+                    program = f"{Path(f'/proc/{pid[1]}/comm').read_text().strip()} (pid {pid[1]})"
+                except OSError:
+                    program = f"pid {pid[1]}"
+            stream = sub.parent.name  # pcm0p, pcm1c
+            what = "plays to" if stream.endswith("p") else "records from"
+            fields = dict(re.findall(r"^(\w+):\s*(\S+)", params, re.MULTILINE))
+            fmt = (f" at {fields['rate']} Hz {fields.get('format', '?')} "
+                   f"{fields.get('channels', '?')} ch" if "rate" in fields else "")
+            found.append(f"{program} {what} hw:{card_id},{int(stream[3:-1])},"
+                         f"{int(sub.name[3:])}{fmt}")
+    return found
+
+
 def _error(err: Exception, device: str, role: str, capture: bool) -> Exception:
     text = str(err)
     low = text.lower()
+    holders = loopback_holders() if "busy" in low or "invalid argument" in low else []
+    if holders:
+        return DeviceError(
+            f"cannot open ALSA device {device!r} for {role} ({text}): on the loopback card, "
+            f"{'; '.join(holders)}. The loopback takes its format from whoever opens it first "
+            "and a hw device opens once: stop that program (or let it play through the "
+            "hub's dmix default), then start this again"
+        )
     if "busy" in low:
         return DeviceError(
             f"ALSA device {device!r} is busy (another program has it open for {role}): stop "
