@@ -9,6 +9,7 @@ from typing import ClassVar
 import alsaaudio
 import pytest
 
+from deskcast import reconnect
 from deskcast.capture import alsa as alsa_source
 from deskcast.endpoints import Direction, parse
 from deskcast.errors import DeviceError, EndpointError
@@ -37,6 +38,7 @@ class FakePcm:
         if FakePcm.refuse:
             FakePcm.refuse -= 1
             raise alsaaudio.ALSAAudioError("No such device [pulse:hub.monitor]")
+        self.kwargs = kwargs
         self.dead = False
         self.closed = False
         self.fill = len(FakePcm.opened) + 1
@@ -80,9 +82,8 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     FakePcm.refuse = 0
     FakePcm.buffer_size = 0
     monkeypatch.setattr(alsaaudio, "PCM", FakePcm)
-    for module in (alsa_source, alsa_sink):
-        monkeypatch.setattr(module, "Pacer",
-                            lambda rate: Pacer(rate, clock=fake, sleep=fake.sleep))
+    monkeypatch.setattr(reconnect, "Pacer",
+                        lambda rate: Pacer(rate, clock=fake, sleep=fake.sleep))
     return fake
 
 
@@ -90,7 +91,7 @@ def test_alsa_source_captures_silence_while_lost_and_reopens(
         clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
     src = alsa_source.AlsaSource(parse("alsa:pulse:hub.monitor", Direction.SOURCE), FMT,
                                  BLOCK)
-    src.keeper.clock = clock
+    src.stream.keeper.clock = clock
     with caplog.at_level(logging.WARNING), src:
         assert src.read().data == b"\x01" * BLOCK_BYTES
         FakePcm.opened[0].dead = True
@@ -113,7 +114,7 @@ def test_alsa_source_captures_silence_while_lost_and_reopens(
 def test_alsa_sink_drops_audio_at_real_time_while_lost_and_reopens(
         clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
     sink = alsa_sink.AlsaSink(parse("alsa:pulse:out", Direction.SINK), FMT, BLOCK)
-    sink.keeper.clock = clock
+    sink.stream.keeper.clock = clock
     block = PcmBlock(b"\x07" * BLOCK_BYTES, FMT, 0)
     with caplog.at_level(logging.WARNING), sink:
         sink.write(block)
@@ -163,3 +164,17 @@ def test_alsa_sink_waits_for_room_and_tells_what_it_holds(clock: FakeClock) -> N
         pcm.dead = True
         sink.write(PcmBlock(bytes(BLOCK_BYTES), FMT, 0))   # lost
         assert sink.wait_for_room() is None
+
+
+def test_alsa_capture_asks_for_at_least_a_200_ms_ring_and_playback_for_its_buffer(
+        clock: FakeClock) -> None:
+    """One stream class for both directions, sized by direction: a capture buffer costs no
+    delay and rides out a late reader (200 ms at least), a playback buffer is ``buffer_ms``."""
+    src = alsa_source.AlsaSource(parse("alsa:hubcap", Direction.SOURCE), FMT, BLOCK,
+                                 buffer_ms=40.0)
+    sink = alsa_sink.AlsaSink(parse("alsa:out", Direction.SINK), FMT, BLOCK, buffer_ms=40.0)
+    with src, sink:
+        capture, playback = FakePcm.opened
+    assert capture.kwargs["periodsize"] == playback.kwargs["periodsize"] == BLOCK
+    assert capture.kwargs["periods"] == 20 and capture.kwargs["type"] == alsaaudio.PCM_CAPTURE
+    assert playback.kwargs["periods"] == 4 and playback.kwargs["type"] == alsaaudio.PCM_PLAYBACK

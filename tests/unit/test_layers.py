@@ -11,7 +11,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[2] / "src" / "deskcast"
 
 GROUND = {"errors", "media", "endpoints", "config", "backoff", "pacing", "reconnect",
-          "realtime", "meter", "state", "soundserver", "alsa", "opus_packet", "pulsestream"}
+          "realtime", "meter", "state", "soundserver", "alsa", "opus_packet", "pulse"}
 """Modules everything may use; they use only each other."""
 
 

@@ -1,7 +1,8 @@
 """The plain-ALSA hub: the snd-aloop loopback card, set up in ``~/.asoundrc``.
 
 Everything that plays to ALSA's ``default`` goes through a ``dmix`` on ``hw:Loopback,0,0``; the
-same audio comes out of ``hw:Loopback,1,0``, read through the ``hubcap`` plug at a fixed
+same audio comes out of ``hw:Loopback,1,0``, read through a ``dsnoop`` (several programs can
+capture at once: the route's legs, a recorder, trx-tx) behind the ``hubcap`` plug, at a fixed
 format (the loopback takes its format from whoever opens it first, so both sides pin it).
 
 The fragment sits between two marker lines, so ``setup`` can be run again and ``remove`` takes
@@ -24,8 +25,16 @@ END = "# <<< deskcast hub <<<"
 BACKUP_SUFFIX = ".deskcast-backup"
 CAPTURE_PCM = "hubcap"
 PLAYBACK_PCM = "deskcast_hub"
+SNOOP_PCM = "deskcast_hubsnoop"
 IPC_KEY = 4096735
 """dmix's shared-memory key: any constant not used by another dmix on the machine."""
+SNOOP_IPC_KEY = IPC_KEY + 1
+SNOOP_PERIOD_FRAMES = 240
+"""dsnoop wakes its readers once per period of the card: 5 ms, so a reader's block is handed
+over within 5 ms of being complete (the card side of dmix keeps the guide's 1024)."""
+SNOOP_BUFFER_FRAMES = 16384
+"""Larger than any reader's own buffer (deskcast's capture keeps 200 ms, 9600 frames): a reader
+asking for more than the dsnoop holds was handed silence in the test VM."""
 
 FRAGMENT = f"""{BEGIN}
 # All desktop audio goes to the loopback card through dmix (several programs can play at once)...
@@ -47,16 +56,30 @@ pcm.{PLAYBACK_PCM} {{
         buffer_size 8192
     }}
 }}
-# ...and comes out here, at the same fixed format, for deskcast (alsa:{CAPTURE_PCM}).
+# ...and comes out here, at the same fixed format, for deskcast (alsa:{CAPTURE_PCM}); dsnoop lets
+# several programs capture it at once (e.g. the route's local and network legs).
 pcm.{CAPTURE_PCM} {{
     type plug
     slave {{
-        pcm "hw:Loopback,1,0"
+        pcm "{SNOOP_PCM}"
         rate 48000
         format S16_LE
         channels 2
     }}
     hint {{ show on description "deskcast hub capture: everything the desktop plays" }}
+}}
+pcm.{SNOOP_PCM} {{
+    type dsnoop
+    ipc_key {SNOOP_IPC_KEY}
+    ipc_perm 0600
+    slave {{
+        pcm "hw:Loopback,1,0"
+        rate 48000
+        format S16_LE
+        channels 2
+        period_size {SNOOP_PERIOD_FRAMES}
+        buffer_size {SNOOP_BUFFER_FRAMES}
+    }}
 }}
 {END}
 """

@@ -251,9 +251,8 @@ def fake_pulse(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
 
     import pasimple
 
-    from deskcast import soundserver
-    from deskcast.capture import pulse as pulse_source
-    from deskcast.pulsestream import StreamKeeper
+    from deskcast import reconnect, soundserver
+    from deskcast.pulse import StreamKeeper
 
     clock = FakeClock()
     FakePaSimple.opened = []
@@ -264,7 +263,7 @@ def fake_pulse(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     monkeypatch.setattr(soundserver, "sources", lambda pulse, hub: [dev])
     monkeypatch.setattr(soundserver, "sinks", lambda pulse, hub: [
         soundserver.Device("out", "out")])
-    monkeypatch.setattr(pulse_source, "Pacer",
+    monkeypatch.setattr(reconnect, "Pacer",
                         lambda rate: Pacer(rate, clock=clock, sleep=clock.sleep))
     # The watcher thread talks to a real server: tested on its own below.
     monkeypatch.setattr(StreamKeeper, "start_watch", lambda self, device: None)
@@ -278,7 +277,7 @@ def test_pulse_source_survives_a_lost_stream(fake_pulse: FakeClock,
 
     clock = fake_pulse
     src = PulseSource(parse("pulse:hub.monitor", Direction.SOURCE), FMT, 480, reconnect=True)
-    src.keeper.clock = clock
+    src.stream.keeper.clock = clock
     src.open()
     try:
         assert src.read().data == b"\x01" * 1920
@@ -353,7 +352,7 @@ def test_stream_moved_off_its_device_is_silenced_and_reopened_when_it_returns(
     it (a fresh stream, not a move: PipeWire reports a move before its links follow)."""
     from typing import Any, cast
 
-    from deskcast.pulsestream import StreamKeeper
+    from deskcast.pulse import StreamKeeper
 
     keeper = StreamKeeper("source", "pulse:hub.monitor", "deskcast capture",
                           "capturing silence")
@@ -388,7 +387,7 @@ def test_stream_put_back_by_the_server_itself_is_still_reopened() -> None:
     taken before that reopen and answered after it is not acted on."""
     from typing import Any, cast
 
-    from deskcast.pulsestream import StreamKeeper
+    from deskcast.pulse import StreamKeeper
 
     keeper = StreamKeeper("source", "pulse:hub.monitor", "deskcast capture",
                           "capturing silence")
@@ -418,15 +417,15 @@ def test_pulse_source_reopens_on_its_device_when_the_watcher_asks(
     from deskcast.capture.pulse import PulseSource
 
     src = PulseSource(parse("pulse:hub.monitor", Direction.SOURCE), FMT, 480, reconnect=True)
-    src.keeper.clock = fake_pulse
+    src.stream.keeper.clock = fake_pulse
     src.open()
     try:
-        src.keeper.lose("the server moved the stream to mic")
-        src.keeper._misrouted = True
+        src.stream.keeper.lose("the server moved the stream to mic")
+        src.stream.keeper._misrouted = True
         assert src.read().data == bytes(1920)  # the wrong device's audio is not used
-        src.keeper._reopen_wanted = True
+        src.stream.keeper._reopen_wanted = True
         block = src.read()
     finally:
         src.close()
     assert len(FakePaSimple.opened) == 2 and FakePaSimple.opened[0].closed
-    assert block.data == b"\x01" * 1920 and src.keeper.usable
+    assert block.data == b"\x01" * 1920 and src.stream.keeper.usable

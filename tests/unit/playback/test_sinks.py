@@ -93,9 +93,10 @@ def test_pulse_sink_drops_audio_at_real_time_until_it_is_back(
 
     import pasimple
 
+    from deskcast import reconnect
     from deskcast.pacing import Pacer
     from deskcast.playback import pulse as pulse_sink
-    from deskcast.pulsestream import StreamKeeper
+    from deskcast.pulse import StreamKeeper
 
     now = [0.0]
     sleeps: list[float] = []
@@ -128,11 +129,11 @@ def test_pulse_sink_drops_audio_at_real_time_until_it_is_back(
             pass
 
     fake_pulse_server(monkeypatch, FakeStream)
-    monkeypatch.setattr(pulse_sink, "Pacer",
+    monkeypatch.setattr(reconnect, "Pacer",
                         lambda rate: Pacer(rate, clock=lambda: now[0], sleep=sleep))
     monkeypatch.setattr(StreamKeeper, "start_watch", lambda self, device: None)
     sink = pulse_sink.PulseSink(parse("pulse:out", Direction.SINK), FMT, 480)
-    sink.keeper.clock = lambda: now[0]
+    sink.stream.keeper.clock = lambda: now[0]
     sink.open()
     try:
         sink.write(ramp_block())
@@ -161,7 +162,7 @@ def test_pulse_sink_gives_libpulses_thread_the_audio_threads_priority(
     import threading
 
     from deskcast.playback import pulse as pulse_sink
-    from deskcast.pulsestream import StreamKeeper
+    from deskcast.pulse import StreamKeeper
 
     class FakeStream:
         def __init__(self, *args: object, **kwargs: object) -> None:
@@ -201,16 +202,16 @@ def test_pulse_sink_gives_libpulses_thread_the_audio_threads_priority(
     sink = pulse_sink.PulseSink(parse("pulse:out", Direction.SINK), FMT, 480)
     sink.open()
     try:
-        first = sink._stream
+        first = sink.stream.handle
         sink.write(ramp_block())
         sink.write(ramp_block(480))
         assert raised == [(first.threads[0].native_id, os.SCHED_FIFO, 80)]
-        sink._drop_stream()  # a reopened stream: its new thread is raised too
-        sink.keeper.lose("test")
-        sink.keeper.due_now()
+        sink.stream.drop()  # a reopened stream: its new thread is raised too
+        sink.stream.keeper.lose("test")
+        sink.stream.keeper.due_now()
         sink.write(ramp_block(960))
-        assert sink._stream is not first
-        assert raised[1:] == [(sink._stream.threads[0].native_id, os.SCHED_FIFO, 80)]
+        assert sink.stream.handle is not first
+        assert raised[1:] == [(sink.stream.handle.threads[0].native_id, os.SCHED_FIFO, 80)]
     finally:
         sink.close()
 
@@ -225,7 +226,7 @@ def test_pulse_sink_waits_for_room_before_the_next_block_is_taken(
 
     from deskcast.capture.tone import ToneSource
     from deskcast.playback import pulse as pulse_sink
-    from deskcast.pulsestream import StreamKeeper
+    from deskcast.pulse import StreamKeeper
     from deskcast.pump import Pump
 
     queued_us = [0]
@@ -262,7 +263,7 @@ def test_pulse_sink_waits_for_room_before_the_next_block_is_taken(
         # at most 3/4 of 5 ms. It tells what is queued after the sleep.
         assert slept == pytest.approx([0.002, 0.00375])
         assert queued == pytest.approx([0.009, 0.015, 0.015, 0.03625])
-        sink.keeper.lose("test")
+        sink.stream.keeper.lose("test")
         assert sink.wait_for_room() is None
         assert len(slept) == 2
     finally:

@@ -1,17 +1,23 @@
-"""A PulseAudio/PipeWire stream (pasimple) kept on its device, for both directions: what the
-``pulse:`` source and the ``pulse:`` sink share.
+"""PulseAudio/PipeWire (pasimple): the one ``pulse:`` device stream, for both directions.
+
+:class:`PulseStream` is what :class:`~deskcast.capture.pulse.PulseSource` reads and
+:class:`~deskcast.playback.pulse.PulseSink` writes: it finds the device (by name, or the
+desktop mix / the speakers when none is given), opens a pasimple stream on it and keeps it
+there. The shape it shares with ``alsa:`` (reopen with backoff, stand in at real time, one
+line lost, one line back) is :class:`deskcast.reconnect.DeviceStream`; the server's names and
+error wording are :mod:`deskcast.soundserver`.
 
 **Reconnection.** Once open, a pulse stream survives its sound server: when the server goes
-away (restarted, crashed) or the device is removed, one warning says so, the backend stands in
-for the device at real time (a source yields silence, a sink drops audio) and the stream is
-reopened with backoff; one more line says when it is back. A server that *moves* the stream to
-another device when ours disappears (PulseAudio and PipeWire both do) is caught by a watcher
-thread: the audio it delivers from the wrong device is not used (never send a microphone
-because the hub vanished) and the stream is opened again on its device when that returns.
-Reopened rather than moved back: PipeWire reports a moved stream on its new device a moment
-before the links follow, so audio of the wrong device could pass as ours (seen in CI: half a
-second of the other sink's tone after the move), while a fresh stream is linked to the device
-it names and to nothing else. :class:`StreamKeeper` does this for both directions.
+away (restarted, crashed) or the device is removed, one warning says so, the stream stands in
+for the device at real time (a source reads silence, a sink drops audio) and is reopened with
+backoff; one more line says when it is back. A server that *moves* the stream to another
+device when ours disappears (PulseAudio and PipeWire both do) is caught by a watcher thread:
+the audio it delivers from the wrong device is not used (never send a microphone because the
+hub vanished) and the stream is opened again on its device when that returns. Reopened rather
+than moved back: PipeWire reports a moved stream on its new device a moment before the links
+follow, so audio of the wrong device could pass as ours (seen in CI: half a second of the
+other sink's tone after the move), while a fresh stream is linked to the device it names and
+to nothing else. :class:`StreamKeeper` does this for both directions.
 
 **Priority.** libpulse runs each pasimple stream's I/O in a thread of its own
 (``threaded-ml``): it is that thread that hears the server deliver audio (or ask for more) and
@@ -28,14 +34,15 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Literal
+from typing import Any, Literal
 
 import pasimple
 import pulsectl
 
 from deskcast import soundserver
-from deskcast.media import SampleFormat
-from deskcast.reconnect import Reconnector
+from deskcast.errors import DeskcastError
+from deskcast.media import AudioFormat, SampleFormat
+from deskcast.reconnect import CAPTURE, PLAYBACK, DeviceStream, Reconnector
 
 logger = logging.getLogger(__name__)
 
@@ -234,8 +241,103 @@ class LoopThreads:
                              tid, param.sched_priority)
 
 
+class PulseStream(DeviceStream):
+    """A pasimple stream on one device (``capture``: a source, else a sink), kept there.
 
+    ``device`` empty: the desktop mix (the hub's monitor, else the default sink's) for capture,
+    this machine's speakers for playback, asked of the server when opened. ``buffer_ms`` is
+    the server's buffer for playback (``tlength``); a capture stream's fragment is one block.
+    """
 
-def lost_reason(err: Exception) -> str:
-    """Why a pasimple stream failed, for the "lost" warning."""
-    return str(soundserver.pa_error(err, "stream")).removeprefix("stream: ")
+    errors = (pasimple.PaSimpleError,)
+    keeper: StreamKeeper
+
+    def __init__(self, device: str, fmt: AudioFormat, block_frames: int, *, capture: bool,
+                 hub_name: str = "deskcast", buffer_ms: float = 40.0,
+                 reconnect: bool = True) -> None:
+        self.device = device
+        self.hub_name = hub_name
+        self.kind: Literal["source", "sink"] = "source" if capture else "sink"
+        media_name = "deskcast capture" if capture else "deskcast playback"
+        while_lost = (CAPTURE if capture else PLAYBACK).while_lost
+        super().__init__(fmt, block_frames, capture=capture, reconnect=reconnect,
+                         keeper=StreamKeeper(self.kind, self.name, media_name, while_lost))
+        self.buffer_bytes = fmt.frames_for_ms(buffer_ms) * fmt.frame_bytes
+        self.monitor_of: str | None = None
+        """The sink a captured device is the monitor of, if it is one."""
+        self._loop = LoopThreads()
+
+    @property
+    def name(self) -> str:
+        return f"pulse:{self.device}" if self.device else "pulse"
+
+    def resolve(self) -> str:
+        """The device this stream is (or will be) on, asking the server if none was named."""
+        if not self.device:
+            with soundserver.connect() as pulse:
+                self._resolve(pulse)
+        return self.device
+
+    def _resolve(self, pulse: Any) -> None:
+        if not self.device:
+            self.device = (soundserver.desktop_monitor(pulse, self.hub_name) if self.capture
+                           else soundserver.speakers(pulse, self.hub_name))
+
+    def open(self) -> None:
+        super().open()
+        if self.reconnect:
+            self.keeper.start_watch(self.device)
+
+    def close(self) -> None:
+        self.keeper.stop_watch()
+        super().close()
+
+    def ready(self) -> Any:
+        """As :meth:`DeviceStream.ready`, and reopened on its device when the watcher found
+        it back; libpulse's thread of a new stream gets our priority here (the audio
+        thread)."""
+        if self.handle is not None and self.keeper.take_reopen():
+            self.drop()
+        handle = super().ready()
+        if handle is not None and self._loop.pending:
+            self._loop.share_priority()
+        return handle
+
+    def _open(self) -> Any:
+        with soundserver.connect() as pulse:
+            self._resolve(pulse)
+            listed = (soundserver.sources if self.capture else soundserver.sinks)(
+                pulse, self.hub_name)
+            dev = soundserver.check_name(self.kind, self.device, listed)
+            self.description = dev.description
+            self.monitor_of = dev.monitor_of
+        fmt = self.fmt
+        if self.capture:
+            direction, sizes = pasimple.PA_STREAM_RECORD, {"fragsize": self.block_bytes}
+        else:
+            direction, sizes = pasimple.PA_STREAM_PLAYBACK, {
+                "tlength": self.buffer_bytes,
+                "minreq": min(self.block_bytes, self.buffer_bytes // 2)}
+        try:
+            with self._loop.opening():
+                return pasimple.PaSimple(
+                    direction, PA_FORMATS[fmt.sample], fmt.channels, fmt.rate,
+                    app_name="deskcast", stream_name=self.keeper.media_name,
+                    device_name=self.device, **sizes)
+        except pasimple.PaSimpleError as err:
+            doing = "capture from" if self.capture else "play to"
+            raise soundserver.pa_error(err, f"cannot {doing} {self.name}") from None
+
+    def _read(self, handle: Any) -> bytes:
+        data: bytes = handle.read(self.block_bytes)
+        # Moved by the server to another device: not our device's audio.
+        return data if self.keeper.usable else bytes(len(data))
+
+    def _write(self, handle: Any, data: bytes) -> None:
+        handle.write(data if self.keeper.usable else bytes(len(data)))
+
+    def _error(self, err: Exception, what: str) -> DeskcastError:
+        return soundserver.pa_error(err, what)
+
+    def _lost_reason(self, err: Exception) -> str:
+        return str(soundserver.pa_error(err, "stream")).removeprefix("stream: ")
