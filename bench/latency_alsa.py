@@ -23,7 +23,9 @@ The method is checked in every round by the ``check`` row: one ``aplay`` plays t
 together, one tick of the same timer), recorded by the same meter through the same dsnoop, so
 its delay is 0 by construction and what it shows is the alignment's error. The footer also
 prints each run's envelope wobble (how far the 5 s windows' earliest readings stray from
-their line, worst device) and the meter's CPU use.
+their line) and the meter's CPU use. On 2026-12-07 the check measured +-0.1 ms on every chirp
+of 3 runs, wobble <= 0.25 ms; the meter took ~15 % of the emulated CPU (9-11 s a minute, above
+both pairs alike), and a stall of the whole VM longer than its 320 ms buffer once cost a run.
 
 Pairs: ``trx-tx -d hubcap`` -> ``trx-rx -d hw:Speakers,0,0`` (trx's defaults), and ``deskcast
 send -s alsa:hubcap`` -> ``deskcast receive -o alsa:hw:Speakers,0,0`` (deskcast's defaults),
