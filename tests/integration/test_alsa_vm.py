@@ -288,9 +288,10 @@ def test_send_trx_to_trx_rx_playing_into_the_speakers_card(vm: VmRun) -> None:
 
     trx-rx keeps a 16 ms device buffer, conceals with a fixed 40 ms and has no drift
     correction: when the guest kept this machine's time it had seams whoever sent (50 ms
-    windows off the sine); on its own clock none, whoever sends. Both senders run at deskcast's real-time priority and trx-rx above them; so both streams
-    are held to the same bound, and each window's level, not one sine fitted over the whole
-    run (a seam shifts the phase), is what shows the level."""
+    windows off the sine); on its own clock none, whoever sends. Both senders run at
+    deskcast's real-time priority and trx-rx above them; so both streams are held to the same
+    bound, and each window's level, not one sine fitted over the whole run (a seam shifts the
+    phase), is what shows the level."""
     report = _whole_enough(vm, "trx-rx.wav", 660.0, 6.0)
     control = _whole_enough(vm, "trx-trx.wav", 660.0, 6.0)
     print(f"trx-rx seams (50 ms windows above -25 dB): deskcast send --trx "
