@@ -36,7 +36,6 @@ hides it from the automatic marking, and such a test would run beside the others
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import shutil
@@ -84,9 +83,6 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "cpu_heavy: keeps a core busy for seconds (a long simulation); under "
         "pytest-xdist never beside a realtime test"
     )
-    config.addinivalue_line(
-        "markers", "whole_machine: needs every core; under pytest-xdist nothing runs beside it"
-    )
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -116,32 +112,22 @@ def one_audio_test_at_a_time(item: pytest.Item) -> Iterator[None]:
     runs (exclusive: no two of them at once, nor a ``cpu_heavy`` one beside) or a
     ``cpu_heavy`` one (shared: beside each other). A no-op in a plain run.
 
-    A ``whole_machine`` test (the plain-ALSA VM: an emulated CPU whose sound card stalls with
-    an I/O error when the emulator waits ~0.1 s for a core) runs with nothing at all beside
-    it: every test holds a second lock shared, a ``whole_machine`` one holds it exclusively.
-
     Taken around the whole test (set-up to tear-down, a session server's start included)
     and outside pytest-timeout's timer: the wait for the other worker's test is not the
     test's time."""
     run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
-    if run is None:
+    mode = _lock_mode(item)
+    if run is None or mode is None:
         yield
         return
-    mode = _lock_mode(item)
-    whole = item.get_closest_marker("whole_machine") is not None
-    base = Path(tempfile.gettempdir()) / f"deskcast-tests-{run}"
-    with contextlib.ExitStack() as held:
-        machine = held.enter_context(base.with_suffix(".machine.lock").open("a"))
-        fcntl.flock(machine, fcntl.LOCK_EX if whole else fcntl.LOCK_SH)  # released on close
-        if mode is not None:
-            audio = held.enter_context(base.with_suffix(".audio.lock").open("a"))
-            fcntl.flock(audio, mode)
-            item.stash[_LOCK_HELD] = mode
+    path = Path(tempfile.gettempdir()) / f"deskcast-tests-{run}.audio.lock"
+    with path.open("a") as lock:
+        fcntl.flock(lock, mode)  # released when the file is closed
+        item.stash[_LOCK_HELD] = mode
         try:
             yield
         finally:
-            if _LOCK_HELD in item.stash:
-                del item.stash[_LOCK_HELD]
+            del item.stash[_LOCK_HELD]
 
 
 pytest_runtest_protocol = one_audio_test_at_a_time

@@ -7,7 +7,7 @@ a stock Debian kernel (:mod:`rig.vm`), with two loopback cards: ``Loopback``, th
 (what is played to ``hw:Speakers,0,0`` is recorded from ``hw:Speakers,1,0``).
 
 One boot runs every scenario in turn (a boot costs ~10 s and the VM most of a core; Python
-under the emulator starts ~15x slower, so every deskcast program is started, and waited for
+under the emulator starts several times slower, so every deskcast program is started, and waited for
 until it says it is playing, before the sound it is judged on begins); each test then
 judges its part of the recordings on the host, from the audio: the tones, their level, and
 50 ms windows fitted with the expected sines, where a gap, click or concealment shows.
@@ -29,7 +29,10 @@ from rig.tools import missing_tool
 from rig.vm import VmError, VmRun, run_scenario
 from rig.vmkernel import VmUnavailableError
 
-pytestmark = [pytest.mark.realtime, pytest.mark.whole_machine, pytest.mark.timeout(540)]
+# Not ``realtime``: the guest keeps its own time (rig.vm.QEMU_CLOCK), so the tests beside it on
+# this machine do not disturb what it plays, only how long the boot takes (~5 min of one core
+# on a quiet 2-core machine; the limits leave room for a busy one).
+pytestmark = [pytest.mark.timeout(960)]
 
 RATE = 48000
 LEVEL_DB = -15.0
@@ -44,15 +47,15 @@ wait_log() {  # FILE TEXT SECONDS: until a program's log says TEXT
   done
 }
 # The applications and trx at real-time priority: on the one emulated CPU, beside Python that
-# runs ~50x slower than on the host, they would otherwise underrun on their own (trx-rx keeps
-# a 16 ms device buffer): holes that are no sender's. trx-tx runs at deskcast's own
+# runs several times slower than on the host, they would otherwise underrun on their own
+# (trx-rx keeps a 16 ms device buffer): holes that are no sender's. trx-tx runs at deskcast's own
 # --rtprio (80), so that either sender preempts trx-rx alike, and trx-rx above both (with
 # trx-rx at 40 under a deskcast sender at 80 it had 5-19 seams in 6 s, under trx-tx at normal
 # priority 1-7).
 APP="chrt -f 95 aplay -q"  # above everything: the hub itself stays whole
 TRXRX="chrt -f 90 trx-rx -m 100 -j 100"
-# Receivers with 100 ms of buffer: the emulator stalls for tens of ms now and then (more when
-# the machine is busy), which a one-frame buffer plays as holes; a slow machine needs more.
+# Receivers with 100 ms of buffer: the guest's CPU runs Python several times slower than this
+# machine's, and a slow machine needs more than the defaults' few ms (bench/latency_alsa.py).
 RXBUF="--jitter-ms 100 --jitter-min-ms 60 --buffer-ms 100"
 TRXTX="chrt -f 80 trx-tx"
 
@@ -159,15 +162,14 @@ def _boot(out: Path) -> VmRun:
                         ("tone770-long", 770, 120.0)):
         write_wav(out / f"{name}.wav", tone(float(freq), seconds, level_db=LEVEL_DB), RATE)
     return run_scenario(SCENARIO, out, cards=("Loopback", "Speakers", "Room"),
-                        calibrate=True, launcher=True, timeout_s=480)
+                        calibrate=True, launcher=True, timeout_s=900)
 
 
 @pytest.fixture(scope="module")
 def vm(tmp_path_factory: pytest.TempPathFactory) -> VmRun:
     """One boot for the whole module, shared by pytest-xdist workers: the first test to get
-    here boots the VM, with the machine to itself (the ``whole_machine`` lock, tests/conftest.py);
-    the others read what it left. ``DESKCAST_VM_RESULT=.../run.json`` judges a kept boot
-    again instead (its ``out`` folder must still be where it was)."""
+    here boots the VM, the others read what it left. ``DESKCAST_VM_RESULT=.../run.json``
+    judges a kept boot again instead (its ``out`` folder must still be where it was)."""
     kept = os.environ.get("DESKCAST_VM_RESULT")  # re-judge an earlier boot: its run.json
     if kept:
         return VmRun.from_json(json.loads(Path(kept).read_text()))
@@ -200,31 +202,28 @@ def _tones(vm: VmRun, name: str, freqs: list[float]) -> ToneReport:
     return report
 
 
-EMULATOR_SEAMS = 0.1
-"""Share of 50 ms windows off the sine allowed in a tone that went through a network receiver
-or a route leg inside the VM; EMULATOR_HOLE_BLOCKS: silent 10 ms blocks allowed in it. The
-emulated CPU runs Python ~50x slower than this machine and stalls for tens of ms now and then,
-more while another program starts in the guest or the machine is busy: in 9 boots, trx-rx
-played trx-tx's stream with 0-7 bad windows of ~110, deskcast's receiver with 100 ms of buffer
-0-3, a route leg 0 and once a 90 ms hole while the next leg started beside it. Real-time
-quality is judged on the host (test_send_receive, bench/latency.py); here, that the audio gets
-where it should, at its pitch and level, whole but for such stalls."""
-EMULATOR_HOLE_BLOCKS = 10
+SEAM_WINDOWS = 2
+"""50 ms windows off the sine allowed in a tone that went through a network receiver or a route
+leg inside the VM; HOLE_BLOCKS: silent 10 ms blocks allowed in it. The guest keeps its own time
+(rig.vm.QEMU_CLOCK): before, on this machine's clock, the emulator's waits for a core showed
+as stalls inside (in 9 boots on a quiet machine trx-rx played trx-tx's stream with 0-7 bad
+windows of ~110, deskcast's receiver 0-3, a route leg once a 90 ms hole; beside the other
+pytest worker 24 and an I/O error). On the guest's own clock, in 3 boots of which 2 beside
+other work, every tone came out whole: 0 holes and 0 windows off the sine, trx and deskcast
+alike. One seam on either side is left for a preemption inside the guest."""
+HOLE_BLOCKS = 1
 
 
 def _whole_enough(vm: VmRun, name: str, freq: float, seconds: float,
                   tolerance_s: float = 0.3) -> ToneReport:
     """The tone of ``name`` at its pitch and level, as long as it was played, holes and seams
-    within what the emulator's stalls explain (see EMULATOR_SEAMS)."""
+    within SEAM_WINDOWS and HOLE_BLOCKS."""
     report = _tones(vm, name, [freq])
     assert report.frequency_hz == pytest.approx(freq, abs=1.0), (name, report)
     assert _median_level_db(vm, name) == pytest.approx(LEVEL_DB, abs=0.5), (name, report)
     assert report.span.seconds == pytest.approx(seconds, abs=tolerance_s), (name, report)
-    assert report.span.silent_blocks <= EMULATOR_HOLE_BLOCKS, (name, report)
-    windows = (report.span.seconds - 0.5) / 0.05
-    # one stall at least, however short the tone: a 100 ms hole with its concealment's fade
-    # out and in spans up to 6 windows (a route leg's 90 ms hole: 6)
-    assert report.bad_windows <= max(6, EMULATOR_SEAMS * windows), (name, report)
+    assert report.span.silent_blocks <= HOLE_BLOCKS, (name, report)
+    assert report.bad_windows <= SEAM_WINDOWS, (name, report)
     return report
 
 
@@ -288,10 +287,11 @@ def test_send_trx_to_trx_rx_playing_into_the_speakers_card(vm: VmRun) -> None:
     pitch and level, as whole as trx-rx plays trx-tx's own stream in the same boot.
 
     trx-rx keeps a 16 ms device buffer, conceals with a fixed 40 ms and has no drift
-    correction: on the emulated CPU it has seams whoever sends (50 ms windows off the sine).
-    Both senders run at deskcast's real-time priority and trx-rx above them; so both streams
-    are held to the same bound, and each window's level, not one sine fitted over the whole
-    run (a seam shifts the phase), is what shows the level."""
+    correction: when the guest kept this machine's time it had seams whoever sent (50 ms
+    windows off the sine); on its own clock none, whoever sends. Both senders run at
+    deskcast's real-time priority and trx-rx above them; so both streams are held to the same
+    bound, and each window's level, not one sine fitted over the whole run (a seam shifts the
+    phase), is what shows the level."""
     report = _whole_enough(vm, "trx-rx.wav", 660.0, 6.0)
     control = _whole_enough(vm, "trx-trx.wav", 660.0, 6.0)
     print(f"trx-rx seams (50 ms windows above -25 dB): deskcast send --trx "

@@ -16,6 +16,15 @@ One request is the rig's own: ``NAME<TAB>CWD<TAB>@wait-sound<TAB>DEVICE<TAB>SECO
 from the ALSA capture DEVICE until a 100 ms stretch is louder than -40 dBFS (then prints the
 seconds it waited and exits 0) or SECONDS pass (exits 1): how a scenario knows that a
 destination plays before it records the stretch the test judges.
+
+Another is the benchmark's meter: ``NAME<TAB>CWD<TAB>@record<TAB>SECONDS<TAB>PREFIX<TAB>DEVICE...``
+captures each ALSA DEVICE (48 kHz, S16_LE, stereo) in a thread of its own at SCHED_FIFO
+:data:`RECORD_PRIORITY` for SECONDS of frames, prints ``recording`` once every device has
+delivered its first block, and then writes ``PREFIX-I.raw`` (device I's frames) and
+``PREFIX.json``: per device, the frame position after each read (frames read so far plus what
+``snd_pcm_avail`` reports left in the buffer) with ``CLOCK_MONOTONIC`` just after that query,
+the overruns, and the CPU seconds the meter used. :mod:`rig.alsameter` maps each device's
+frames onto the one clock from those pairs and lines the recordings up.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import select
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 WARM = ("deskcast.cli", "deskcast.pump", "deskcast.capture.alsa", "deskcast.playback.alsa",
         "deskcast.transport.sender", "deskcast.transport.receiver", "deskcast.encode.opus",
@@ -53,6 +63,8 @@ def _child(name: str, cwd: str, argv: list[str]) -> None:
         os.replace(f"{name}.pid.tmp", f"{name}.pid")
         if argv[:1] == ["@wait-sound"]:
             code = _wait_sound(argv[1], float(argv[2]))
+        elif argv[:1] == ["@record"]:
+            code = _record(float(argv[1]), argv[2], argv[3:])
         else:
             from deskcast import cli
 
@@ -85,6 +97,95 @@ def _wait_sound(device: str, timeout_s: float) -> int:
                 print(f"{time.monotonic() - start:.2f}")
                 return 0
     return 1
+
+
+RECORD_PRIORITY = 85
+"""The meter's SCHED_FIFO priority: above the programs it measures (80, trx-rx up to 90 in the
+tests), so a slow emulated CPU never makes it overrun, below the marker's ``aplay`` (95)."""
+RECORD_RATE = 48000
+RECORD_PERIOD = 960
+RECORD_PERIODS = 16
+"""A 320 ms capture buffer (a ``dsnoop`` imposes its own period, 256 frames for the hub's: then
+as many of those; with 85 ms the hub overran in the VM while trx ran). About 50 readings of
+the position a second are kept: on the emulated CPU each costs ~0.5 ms of the meter's time."""
+
+
+def _record(seconds: float, prefix: str, devices: list[str]) -> int:
+    import json
+    import threading
+    import time
+
+    import alsaaudio
+
+    with contextlib.suppress(OSError):
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(RECORD_PRIORITY))
+    want = round(seconds * RECORD_RATE)
+    started = [threading.Event() for _ in devices]
+    found: list[dict[str, object]] = [{} for _ in devices]
+
+    def open_pcm(device: str, periods: int) -> Any:
+        return alsaaudio.PCM(alsaaudio.PCM_CAPTURE, device=device, channels=2,
+                             rate=RECORD_RATE, format=alsaaudio.PCM_FORMAT_S16_LE,
+                             periodsize=RECORD_PERIOD, periods=periods)
+
+    def capture(i: int, device: str) -> None:
+        chunks: list[bytes] = []
+        overrun_at: list[float] = []
+        marks: list[tuple[int, int, float]] = []
+        overruns: list[int] = []
+        got = 0
+        try:
+            pcm = open_pcm(device, RECORD_PERIODS)
+            info = pcm.info()
+            if info["buffer_size"] < RECORD_PERIOD * RECORD_PERIODS:  # a dsnoop's own period
+                pcm.close()
+                pcm = open_pcm(device, RECORD_PERIOD * RECORD_PERIODS // info["period_size"])
+                info = pcm.info()
+            every = max(1, RECORD_RATE // 50 // info["period_size"])  # ~50 readings a second
+            reads = 0
+            while got < want:
+                frames, data = pcm.read()
+                if frames < 0:
+                    overruns.append(got)
+                    overrun_at.append(time.monotonic())
+                    continue
+                chunks.append(data)
+                got += frames
+                reads += 1
+                if reads % every == 0:
+                    avail = pcm.avail()
+                    now = time.monotonic()
+                    if avail < 0:  # -EPIPE: it overran since the read
+                        overruns.append(got)
+                        overrun_at.append(now)
+                    else:
+                        marks.append((got, avail, now))
+                started[i].set()
+            pcm.close()
+            Path(f"{prefix}-{i}.raw").write_bytes(b"".join(chunks))
+            found[i] = {"device": device, "frames": got, "marks": marks, "overruns": overruns,
+                        "overrun_at": overrun_at, "period": info.get("period_size"),
+                        "buffer": info.get("buffer_size")}
+        except Exception as err:  # the scenario reads NAME.log: say which device broke
+            print(f"@record: {device}: {type(err).__name__}: {err}", file=sys.stderr)
+            found[i] = {"device": device, "error": str(err)}
+        finally:
+            started[i].set()
+
+    threads = [threading.Thread(target=capture, args=(i, d), daemon=True)
+               for i, d in enumerate(devices)]
+    for thread in threads:
+        thread.start()
+    for event in started:
+        event.wait()
+    print("recording", flush=True)
+    for thread in threads:
+        thread.join()
+    cpu = os.times()
+    Path(f"{prefix}.json").write_text(json.dumps({
+        "rate": RECORD_RATE, "seconds": seconds, "cpu_s": cpu.user + cpu.system,
+        "priority": os.sched_getparam(0).sched_priority, "streams": found}))
+    return 1 if any("error" in f for f in found) else 0
 
 
 def serve(fifo: Path, ready: Path) -> None:
