@@ -20,8 +20,13 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Self
 
 from deskcast.errors import EndpointError
+
+if TYPE_CHECKING:
+    from deskcast.media import AudioFormat
 
 
 class Direction(enum.Enum):
@@ -190,3 +195,34 @@ def _examples(direction: Direction) -> str:
     if direction is Direction.SOURCE:
         return "pulse, pulse:NAME.monitor, alsa:hubcap, file:song.mp3, tone:440 or -"
     return "pulse, pulse:NAME, alsa:default, file:out.wav, null or -"
+
+
+class AudioEnd:
+    """What a source and a sink share (:class:`deskcast.capture.base.Source`,
+    :class:`deskcast.playback.base.Sink`): the endpoint, the format, the block size, and the
+    lifetime, ``open()`` to ``close()`` (also as a ``with`` block)."""
+
+    def __init__(self, endpoint: Endpoint, fmt: AudioFormat, block_frames: int) -> None:
+        self.endpoint = endpoint
+        self.fmt = fmt
+        self.block_frames = block_frames
+
+    @property
+    def name(self) -> str:
+        """What is actually read or written, for status lines (e.g. the resolved device)."""
+        return str(self.endpoint)
+
+    def open(self) -> None:
+        """Acquire the device, file or socket; raise DeskcastError with a one-line reason."""
+
+    def close(self) -> None:
+        """Release it; a sink first plays out or finalises what was written (files stay
+        valid). Safe to call twice."""
+
+    def __enter__(self) -> Self:
+        self.open()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import abc
-from types import TracebackType
-from typing import Self
 
-from deskcast.endpoints import Endpoint
+from deskcast.endpoints import AudioEnd, Endpoint
 from deskcast.media import AudioFormat, PcmBlock, SinkTiming
 from deskcast.pacing import Pacer
 
 
-class Source(abc.ABC):
+class Source(AudioEnd, abc.ABC):
     """PCM in: yields blocks of exactly ``block_frames`` frames in ``fmt``.
 
     ``read()`` blocks until the next block is due and returns None when the source has ended
@@ -27,22 +25,12 @@ class Source(abc.ABC):
     the sink says its device clock paces the loop."""
 
     def __init__(self, endpoint: Endpoint, fmt: AudioFormat, block_frames: int) -> None:
-        self.endpoint = endpoint
-        self.fmt = fmt
-        self.block_frames = block_frames
+        super().__init__(endpoint, fmt, block_frames)
         self.block_bytes = block_frames * fmt.frame_bytes
         self.overruns = 0
         """Times the device dropped captured audio because we read too late."""
         self.last_sink_timing: SinkTiming | None = None
         """What the sink said last (:meth:`sink_timing`); None: not told (a clocked source)."""
-
-    @property
-    def name(self) -> str:
-        """What is actually being read, for status lines (e.g. the resolved device)."""
-        return str(self.endpoint)
-
-    def open(self) -> None:  # noqa: B027 - optional hook
-        """Acquire the device or file; raise DeskcastError with a one-line reason."""
 
     def sink_timing(self, timing: SinkTiming) -> None:
         """The sink's timing for the block the next :meth:`read` returns (when it will be
@@ -68,14 +56,3 @@ class Source(abc.ABC):
     @abc.abstractmethod
     def read(self) -> PcmBlock | None:
         """The next block, or None at the end of the source."""
-
-    def close(self) -> None:  # noqa: B027 - optional hook
-        """Release the device; safe to call twice."""
-
-    def __enter__(self) -> Self:
-        self.open()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import abc
-from types import TracebackType
-from typing import Self
 
-from deskcast.endpoints import Endpoint
+from deskcast.endpoints import AudioEnd, Endpoint
 from deskcast.media import AudioFormat, PcmBlock, SinkTiming
 
 MAX_WAIT_BLOCKS = 0.75
@@ -18,7 +16,7 @@ class SinkClosedError(Exception):
     """The consumer went away (e.g. a closed stdout pipe): stop feeding this sink."""
 
 
-class Sink(abc.ABC):
+class Sink(AudioEnd, abc.ABC):
     """PCM out: accepts blocks in ``fmt``; a device sink blocks while its buffer is full."""
 
     clocked = False
@@ -31,18 +29,9 @@ class Sink(abc.ABC):
     network add nothing. The estimate when :meth:`wait_for_room` cannot measure."""
 
     def __init__(self, endpoint: Endpoint, fmt: AudioFormat, block_frames: int) -> None:
-        self.endpoint = endpoint
-        self.fmt = fmt
-        self.block_frames = block_frames
+        super().__init__(endpoint, fmt, block_frames)
         self.underruns = 0
         """Times the device ran dry because we wrote too late."""
-
-    @property
-    def name(self) -> str:
-        return str(self.endpoint)
-
-    def open(self) -> None:  # noqa: B027 - optional hook
-        """Acquire the device or create the file; raise DeskcastError with a one-line reason."""
 
     def timing(self) -> SinkTiming:
         """When the next block written will be heard (see :class:`SinkTiming`).
@@ -63,14 +52,3 @@ class Sink(abc.ABC):
     @abc.abstractmethod
     def write(self, block: PcmBlock) -> None:
         """Queue one block; raise SinkClosedError when the consumer is gone."""
-
-    def close(self) -> None:  # noqa: B027 - optional hook
-        """Play out or finalise what was written (files stay valid) and release; idempotent."""
-
-    def __enter__(self) -> Self:
-        self.open()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
