@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,31 @@ def test_low_latency_preset_changes_only_defaults(tmp_path: Path) -> None:
     assert (tx.frame_ms, tx.buffer_ms) == (5.0, 10.0)
     plain = config.merge(["send", "run", "audio", "hub"], {}, {})
     assert (plain.frame_ms, plain.buffer_ms) == (20.0, 40.0)
+
+
+@pytest.mark.parametrize(("sections", "file", "cli", "message"), [
+    (["send"], {}, {"fec": "1/4", "trx": True}, "--fec cannot be used with --trx"),
+    (["receive"], {}, {"jitter_ms": 300}, "need --jitter-min-ms <= --jitter-ms <= "
+     "--jitter-max-ms"),
+    (["receive"], {"receive": {"jitter_min_ms": 50.0}}, {}, "need --jitter-min-ms <="),
+    (["serve"], {}, {"tracker_url": "ftp://x/now.json"},
+     "--tracker-url 'ftp://x/now.json' must start with http:// or https://"),
+    (["serve"], {"serve": {"tls_key": "k.pem"}}, {}, "--tls-key needs --tls-cert too"),
+    (["serve"], {}, {"tls_cert": "c.pem"}, "--tls-cert needs --tls-key too"),
+    (["serve"], {}, {"listen_token": "two words"}, "--listen-token must be 1 to 256 "
+     "printable characters without spaces"),
+    (["serve"], {}, {"listen_token": "x" * 257}, "--listen-token must be 1 to 256"),
+])
+def test_settings_that_cannot_work_together_are_one_line_whatever_set_them(
+        sections: list[str], file: dict[str, dict[str, config.Value]], cli: dict[str, object],
+        message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        config.merge(sections, file, cli)
+
+
+def test_settings_that_work_together_pass_the_rules() -> None:
+    s = config.merge(["send", "receive", "serve"], {"serve": {"tls_key": "k.pem"}},
+                     {"fec": "1/4", "jitter_ms": 100, "tls_cert": "c.pem",
+                      "listen_token": "s3cret", "tracker_url": "https://x/now.json",
+                      "low_latency": True})
+    assert (s.fec, s.trx, s.jitter_ms, s.listen_token) == ("1/4", False, 100.0, "s3cret")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from deskcast.config.options import LOW_LATENCY, SECTIONS, Option, Value
+from deskcast.config.rules import check_rules
 from deskcast.errors import ConfigError
 
 
@@ -107,7 +108,8 @@ class Settings:
 
 def merge(sections: Iterable[str], file_values: Mapping[str, Mapping[str, Value]],
           cli: Mapping[str, Any], file_origin: str = "config file") -> Settings:
-    """Defaults, then the config file, then the command line."""
+    """Defaults, then the config file, then the command line; then the rules between them
+    (:mod:`~deskcast.config.rules`)."""
     values: dict[str, Value] = {}
     origins: dict[str, str] = {}
     for section in sections:
@@ -129,4 +131,5 @@ def merge(sections: Iterable[str], file_values: Mapping[str, Mapping[str, Value]
                 if origins.get(name) == "default":
                     values[name] = value
                     origins[name] = "--low-latency"
+    check_rules(values)
     return Settings(values, origins)
