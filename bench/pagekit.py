@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 from playwright import sync_api
 
-from bench.common.measure import block_levels_db
+from bench.common.measure import block_levels_db, true_runs_ms
 from bench.common.server import METER, RATE
 from rig.meter import MeterRecording
 from rig.signals import correlation, find_delay, level_db
@@ -276,15 +276,5 @@ def silences(h: npt.NDArray[np.float64], o: npt.NDArray[np.float64], start: int,
         skip[inside] = hub_quiet[idx[inside]]
     else:
         skip = np.zeros(n, dtype=bool)
-    silent = (out_db < SOUND_DB) & ~skip
-    runs: list[float] = []
-    length = 0
-    for q in silent:
-        if q:
-            length += 1
-        elif length:
-            runs.append(length * SOUND_BLOCK_MS)
-            length = 0
-    if length:
-        runs.append(length * SOUND_BLOCK_MS)
+    runs = true_runs_ms((out_db < SOUND_DB) & ~skip, SOUND_BLOCK_MS)
     return runs, float(np.sum(~skip)) * SOUND_BLOCK_MS, float(np.sum(skip)) * SOUND_BLOCK_MS

@@ -85,11 +85,15 @@ def block_levels_db(x: npt.ArrayLike, rate: int = RATE, block_ms: float = 1.0
 def silent_runs_ms(x: Audio, rate: int = RATE, block_ms: float = 1.0,
                    threshold_db: float = SILENT_DB) -> list[float]:
     """Lengths (ms) of the runs of consecutive ``block_ms`` blocks below ``threshold_db``."""
-    quiet = block_levels_db(x, rate, block_ms) < threshold_db
+    return true_runs_ms(block_levels_db(x, rate, block_ms) < threshold_db, block_ms)
+
+
+def true_runs_ms(flags: npt.ArrayLike, block_ms: float) -> list[float]:
+    """Lengths (ms) of the runs of consecutive true ``flags``, each flag one ``block_ms``."""
     runs: list[float] = []
     length = 0
-    for q in quiet:
-        if q:
+    for flag in np.asarray(flags, dtype=bool):
+        if flag:
             length += 1
         elif length:
             runs.append(length * block_ms)
