@@ -106,7 +106,6 @@ class Server:
         self.feed = EncoderFeed(list(self.streams.values()), fmt, source.block_frames)
         """serve's sink: the running encoders, fed by the audio loop."""
         self._pump: Pump | None = None
-        self._thread: threading.Thread | None = None
 
     # --- hooks for internal consumers ------------------------------------------------------
 
@@ -155,7 +154,6 @@ class Server:
                 stream.start()
         self.feed.attach(loop)
         self._pump = Pump(self.source, self.feed, rtprio=self.rtprio)
-        self._thread = self._pump.thread
         self._pump.start(on_end=self._audio_ended)
 
     def _audio_ended(self, pump: Pump) -> None:
@@ -165,6 +163,11 @@ class Server:
             logger.error("audio stopped: %s", pump.error)
         elif pump.stats.ended == "source ended":
             logger.info("the source ended")
+
+    @property
+    def _thread(self) -> threading.Thread | None:
+        """The audio thread, once started (the pump's)."""
+        return None if self._pump is None else self._pump.thread
 
     @property
     def error(self) -> BaseException | None:
