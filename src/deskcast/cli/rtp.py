@@ -79,7 +79,8 @@ def cmd_receive(args: argparse.Namespace) -> int:
     listen = _listen_from_sdp(args.sdp, key) if args.sdp else args.listen
     receiver = RtpReceiver(Endpoint("rtp", listen, {}, Direction.SOURCE), fmt, block,
                            jitter=jitter, takeover_ms=s.takeover_ms, fec=s.inband_fec,
-                           drift=s.drift, key=key, allow=[s.allow] if s.allow else [])
+                           drift=s.drift, key=key, allow=[s.allow] if s.allow else [],
+                           timeline=s.timeline, output_offset_ms=s.output_offset_ms)
     receiver.rtprio = s.rtprio
     sink = make_sink(s.sink, fmt, block, hub_name=s.sink_name, buffer_ms=s.buffer_ms)
     show = not args.quiet and sys.stderr.isatty()

@@ -118,6 +118,11 @@ OPTIONS: tuple[Option, ...] = (
            "K:R adds R repair packets after every K audio packets; up to R losses per group "
            "are rebuilt (4:2 = +50 % bandwidth, up to 4 frames more delay). Default: off",
            ),
+    Option("send", "latency_ms", float, None,
+           "play on one timeline at every destination, each sample heard this long after it "
+           "was captured, in ms (default: 0 = none, each receiver plays as early as it can, "
+           "for one destination; a schedule is kept once there are several: see `deskcast "
+           "send --help`); raise it for Wi-Fi", minimum=0, maximum=5000),
     Option("send", "trx", bool, False,
            "send what trx-rx expects (payload type 0, 8 kHz timestamps)"),
     Option("send", "ttl", int, None, "IP TTL / hop limit, for multicast (default: system's, "
@@ -151,6 +156,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("receive", "drift", bool, True,
            "follow the sender's clock by resampling within ±2‰ (inaudible), so the delay "
            "stays at the jitter target for hours"),
+    Option("receive", "timeline", bool, True,
+           "play on the sender's timeline when it keeps one (`send` to several rooms, `route`):"
+           " each sample at the sender's capture time plus its latency, every room at once"),
+    Option("receive", "output_offset_ms", float, 0.0,
+           "what this room's output adds beyond what the sound server reports, in ms "
+           "(speakers with DSP, Bluetooth, an AV receiver: measure it, e.g. with a clap and "
+           "a phone); it is played that much earlier to stay on the timeline",
+           minimum=-1000, maximum=5000),
     Option("receive", "takeover_ms", float, 100.0,
            "a new sender is played once the current one has been silent this long",
            minimum=0, maximum=60000),

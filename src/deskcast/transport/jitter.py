@@ -33,6 +33,10 @@ import logging
 from collections import deque
 from dataclasses import dataclass, field
 
+from deskcast.transport.jitterio import NO_HOLD, Frame, Hold, JitterStats, Taken
+
+__all__ = ["LEARN_PACKETS", "NO_HOLD", "Frame", "Hold", "JitterBuffer", "JitterStats", "Taken"]
+
 logger = logging.getLogger(__name__)
 
 LEARN_PACKETS = 8
@@ -40,71 +44,6 @@ LEARN_PACKETS = 8
 estimate of the jitter: too small (the next packet falls outside the range of ``n`` with
 probability 2 / (n + 1): waiting for a missing packet allows twice that spread), or far too
 large when the first packets came in a burst."""
-
-
-@dataclass(frozen=True, slots=True)
-class Frame:
-    """What to play next: a packet, or ``payload is None`` for ``samples`` to conceal."""
-
-    timestamp: int
-    samples: int
-    payload: bytes | None
-    next_payload: bytes | None = None
-    """For a lost frame: the packet right after the gap, if it is here (its inband FEC may
-    carry the lost audio)."""
-    expand: bool = False
-    """Concealment that consumes nothing: the buffer grows by ``samples``."""
-
-
-@dataclass(frozen=True, slots=True)
-class Hold:
-    """What a playout controller asks of the buffer at one pop (:meth:`JitterBuffer.take`)."""
-
-    level_samples: float | None = None
-    """The level the controller holds (None: none does). A backlog is dropped back to it
-    rather than to the bare target (at most ``slack`` above the target), and only what piles
-    up beyond it counts as a backlog: a sink that reads in bursts needs that margin, and
-    dropping below it runs the buffer dry right after."""
-    leave_backlog: bool = False
-    """The controller is dropping what a stall of the device piled up (it sees what the sink
-    has queued too, which took part of the loss): the backlog is its to drop, and dropping it
-    here as well runs the buffer dry."""
-    drop_samples: int = 0
-    """Audio to drop before the pop (whole packets, :meth:`JitterBuffer.skip`): what piled up
-    while the device lost time."""
-
-
-NO_HOLD = Hold()
-"""No controller: the buffer keeps its own target."""
-
-
-@dataclass(frozen=True, slots=True)
-class Taken:
-    """One pop as a playout controller sees it (:meth:`JitterBuffer.take`)."""
-
-    frame: Frame | None
-    """What to play (None while (re)buffering)."""
-    depth_samples: int | None
-    """Buffered before the pop (None while it was not playing): counts the frame popped."""
-    target_samples: int
-    """The target before the pop."""
-    skipped_samples: int
-    """Audio dropped by this take: what the hold asked for and any backlog."""
-
-
-@dataclass
-class JitterStats:
-    received: int = 0
-    played: int = 0
-    duplicates: int = 0
-    late: int = 0
-    concealed_samples: int = 0
-    expanded_samples: int = 0
-    """Concealment inserted while dry, that real audio then followed: the delay grew by
-    this much, and no audio was lost."""
-    skipped_samples: int = 0
-    underruns: int = 0
-    overflows: int = 0
 
 
 @dataclass(order=True)
@@ -232,6 +171,8 @@ class JitterBuffer:
         return frame
 
     def _next_frame(self, hold: Hold) -> Frame | None:
+        if hold.on_time:
+            return self._next_on_time() if self._playing else None
         if not self._playing:
             if not self._entries or self.depth_samples < self.target_samples:
                 return None
@@ -270,6 +211,67 @@ class JitterBuffer:
         self.stats.concealed_samples += missing
         nxt = head.payload if head.timestamp == self._play_ts else None
         return Frame(ts, missing, None, nxt)
+
+    def _next_on_time(self) -> Frame | None:
+        """The frame due next on a schedule: the packet, or its time concealed."""
+        assert self._play_ts is not None
+        while self._entries and self._entries[0].timestamp + self._entries[0].samples \
+                <= self._play_ts:
+            self._entries.pop(0)
+        head = self._entries[0] if self._entries else None
+        if head is not None and head.timestamp <= self._play_ts:
+            self._entries.pop(0)
+            self._play_ts = head.timestamp + head.samples
+            self._expanding = 0
+            self.stats.played += 1
+            return Frame(head.timestamp, head.samples, head.payload)
+        frame = self._frame_samples
+        if head is None:
+            if self._expanding == 0:
+                self.stats.underruns += 1
+            if self._expanding >= self.max_expand_samples or not frame:
+                self._playing = False  # the sender stopped: a schedule starts anew
+                self._expanding = 0
+                return None
+            self._expanding += frame
+        missing = frame if head is None else min(head.timestamp - self._play_ts, frame)
+        ts = self._play_ts
+        self._play_ts += missing
+        self.stats.concealed_samples += missing
+        nxt = head.payload if head is not None and head.timestamp == self._play_ts else None
+        return Frame(ts, missing, None, nxt)
+
+    @property
+    def first_timestamp(self) -> int | None:
+        """The oldest packet's timestamp (None: empty)."""
+        return self._entries[0].timestamp if self._entries else None
+
+    @property
+    def newest_timestamp(self) -> int | None:
+        """The newest packet's timestamp (None: empty)."""
+        return self._entries[-1].timestamp if self._entries else None
+
+    def seek(self, timestamp: int) -> int:
+        """Play on from sample ``timestamp`` (a schedule starts there, or jumps back to its
+        time): older audio is dropped; returns the samples to cut from the start of the next
+        frame, which begins that much before ``timestamp``."""
+        start = self._play_ts if self._playing and self._play_ts is not None else None
+        while self._entries and self._entries[0].timestamp + self._entries[0].samples \
+                <= timestamp:
+            self._entries.pop(0)
+        head = self._entries[0] if self._entries else None
+        trim = 0
+        if head is not None and head.timestamp <= timestamp:
+            trim = timestamp - head.timestamp
+            self._play_ts = head.timestamp
+        else:
+            self._play_ts = timestamp
+        if start is not None and timestamp > start:
+            self.stats.skipped_samples += timestamp - start
+        self._playing = True
+        self._expanding = self._grow_samples = self._excess_samples = 0
+        self._just_expanded = False
+        return trim
 
     def _may_still_come(self) -> bool:
         """Whether the packet due now, missing while later ones are here, may still arrive:

@@ -33,19 +33,38 @@ from deskcast.media import AudioFormat, PcmBlock
 from deskcast.pacing import Pacer
 from deskcast.transport.jitter import JitterBuffer
 from deskcast.transport.playout import DriftController, Playout
+from deskcast.transport.playout.schedule import Schedule
 from deskcast.transport.receive.admission import Admission
 from deskcast.transport.receive.allow import AllowList
 from deskcast.transport.receive.decode import FrameDecoder
 from deskcast.transport.receive.delay import DelayMeter
 from deskcast.transport.receive.network import NetworkInput, listen_address
 from deskcast.transport.receive.stats import ReceiverStats
+from deskcast.transport.rtcp import AppPacket
 from deskcast.transport.rtcpsession import RtcpSession
+from deskcast.transport.rtp import RtpError
 from deskcast.transport.srtp import SrtpKey
+from deskcast.transport.timesync import (
+    SenderClock,
+    TimelineAnnounce,
+    TimeResponse,
+    parse_time,
+)
 
 logger = logging.getLogger(__name__)
 
 RR_INTERVAL_S = 2.0
 """How often the receiver reports back to the sender (loss, jitter, round trip)."""
+ASK_EVERY_S = (0.02, 0.02) + (0.1,) * 18 + (1.0,)
+"""When to ask the sender's clock after the answers so far (the last: from then on): three
+quick ones to start on the timeline within a tenth of a second, ten a second for two seconds
+while the rate is measured, then one a second."""
+UNANSWERED_ASKS = 10
+"""After this many questions without an answer (trx, ffmpeg, an older deskcast), ask only
+every ``NO_ANSWER_EVERY_S``."""
+NO_ANSWER_EVERY_S = 5.0
+WAIT_FOR_CLOCK_S = 0.3
+"""How long a new stream waits for the sender's timeline before it plays without one."""
 
 
 class RtpReceiver(Source):
@@ -54,7 +73,8 @@ class RtpReceiver(Source):
     def __init__(self, endpoint: Endpoint, fmt: AudioFormat, block_frames: int, *,
                  jitter: JitterBuffer, takeover_ms: float = 100.0, fec: bool = True,
                  drift: bool = True, clock: Callable[[], float] = time.monotonic,
-                 key: SrtpKey | None = None, allow: Sequence[str] = ()) -> None:
+                 key: SrtpKey | None = None, allow: Sequence[str] = (),
+                 timeline: bool = True, output_offset_ms: float = 0.0) -> None:
         super().__init__(endpoint, fmt, block_frames)
         allowed = AllowList(allow)
         if fmt.rate != 48000:
@@ -64,11 +84,16 @@ class RtpReceiver(Source):
         self.stats = ReceiverStats()
         self.ssrc = secrets.randbits(32)
         self.rtcp = RtcpSession(self.ssrc, "deskcast-receiver", interval_s=RR_INTERVAL_S,
-                                key=key)
+                                key=key, on_app=self._on_app)
+        self.sender_clock = SenderClock()
+        """The sender's clock as seen from ours (the clock exchange)."""
+        schedule = Schedule(fmt.rate, self.sender_clock,
+                            output_offset_s=output_offset_ms / 1000) if timeline else None
         self._lock = threading.Lock()
         # The chain, in order.
         self.jitter = jitter
-        self.playout = Playout(jitter, fmt, DriftController(fmt.rate) if drift else None)
+        self.playout = Playout(jitter, fmt, DriftController(fmt.rate) if drift else None,
+                               schedule, wait_for_schedule_s=WAIT_FOR_CLOCK_S)
         """Jitter buffer -> drift control -> resampling, one read at a time."""
         self.admission = Admission(fmt, jitter=jitter, playout=self.playout, rtcp=self.rtcp,
                                    stats=self.stats, lock=self._lock, allow=allowed, key=key,
@@ -82,6 +107,10 @@ class RtpReceiver(Source):
         self.rtprio = 0
         """SCHED_FIFO priority of the network thread (0: normal)."""
         self._pts = 0
+        self._asks = 0
+        self._next_ask = 0.0
+        self._announced: int | None = None
+        """The last sender that announced a timeline (its SSRC)."""
 
     @property
     def name(self) -> str:
@@ -112,10 +141,39 @@ class RtpReceiver(Source):
         self.decoding.new_sender()
         self.playout.new_sender()
         self.delay.reset()
+        self.playout.schedule_announced = self._announced == self.rtcp.remote_ssrc
+        self._asks = 0
+        self._next_ask = 0.0
+
+    def _on_app(self, app: AppPacket, now: float, addr: object) -> None:
+        """An APP packet came in (under the lock): the sender's answers to our clock
+        questions are taken; anything else of ours is counted and dropped."""
+        try:
+            packet = parse_time(app)
+        except RtpError as err:
+            self.stats.dropped[err.reason] += 1
+            return
+        if packet is None:
+            return
+        if isinstance(packet, TimelineAnnounce):
+            # It comes before the stream's first packet: kept for the sender it names.
+            self._announced = packet.ssrc
+            if packet.ssrc == self.rtcp.remote_ssrc:
+                self.playout.schedule_announced = True
+            return
+        stream = self.admission.stream
+        if not isinstance(packet, TimeResponse) or stream is None or \
+                packet.ssrc != self.rtcp.remote_ssrc or packet.requester != self.ssrc or \
+                (addr[:2] if isinstance(addr, tuple) else addr) != stream.peer:
+            self.stats.dropped["time-stranger"] += 1
+            return
+        if not self.sender_clock.take(packet, now):
+            self.stats.dropped["time-" + next(reversed(self.sender_clock.dropped))] += 1
 
     def _report_back(self) -> None:
         """A receiver report to where the stream comes from, when due (not to trx: it does
-        not care)."""
+        not care); a question about the sender's clock when one is due."""
+        self._ask_time()
         if not self.rtcp.due(self.clock()):
             return
         with self._lock:
@@ -129,6 +187,34 @@ class RtpReceiver(Source):
                 logger.debug("receiver report not sent: %s", err)
                 return
             peer = stream.peer
+        self.network.send(data, peer)
+
+    def _ask_time(self) -> None:
+        """Ask the sender what time it is, when due (:data:`ASK_EVERY_S`)."""
+        if self.playout.schedule is None:
+            return
+        with self._lock:
+            stream = self.admission.stream
+            sender = self.rtcp.remote_ssrc
+            if stream is None or stream.peer is None or self.stats.trx or sender is None:
+                return
+            now = self.clock()
+            if now < self._next_ask:
+                return
+            answers = self.sender_clock.answers
+            every = ASK_EVERY_S[min(answers, len(ASK_EVERY_S) - 1)]
+            if self._asks >= UNANSWERED_ASKS and not answers:
+                every = NO_ANSWER_EVERY_S
+            self._asks += 1
+            self._next_ask = now + every
+            peer = stream.peer
+            request = self.sender_clock.ask(self.ssrc, sender, self.clock())
+            try:
+                data = self.rtcp.application(request.app())
+            except ValueError as err:
+                logger.debug("clock question not sent: %s", err)
+                return
+        self.sender_clock.sent(request.nonce, self.clock())
         self.network.send(data, peer)
 
     # --- audio thread -------------------------------------------------------------------------
@@ -151,8 +237,8 @@ class RtpReceiver(Source):
                 self.delay.add(now, self.playout.sender.offset_s, frame.timestamp,
                                frame.samples,
                                0.0 if sink is None else sink.delay_s)
-        samples = frame.samples if frame is not None else (self.jitter.frame_samples or
-                                                           self.block_frames)
+        samples = frame.samples if frame is not None else (
+            step.silence or self.jitter.frame_samples or self.block_frames)
         self.pace(self._pts)
         if frame is None:
             block = PcmBlock(bytes(samples * self.fmt.frame_bytes), self.fmt, self._pts)

@@ -21,6 +21,7 @@ from deskcast.transport.ntp import (
 )
 from deskcast.transport.receive.stats import SequenceTracker
 from deskcast.transport.rtcp import (
+    AppPacket,
     ReceiverReport,
     ReportBlock,
     RtcpPacket,
@@ -58,7 +59,8 @@ class RtcpSession:
 
     def __init__(self, ssrc: int, cname: str, *, interval_s: float, key: SrtpKey | None = None,
                  feedback: Feedback | None = None,
-                 wallclock: Callable[[], float] = time.time) -> None:
+                 wallclock: Callable[[], float] = time.time,
+                 on_app: Callable[[AppPacket, float, object], None] | None = None) -> None:
         self.ssrc = ssrc
         self.cname = cname
         self.interval_s = interval_s
@@ -67,6 +69,9 @@ class RtcpSession:
         self.remote_ssrc: int | None = None
         """The sender we receive (:meth:`follow`), whose sender reports we answer."""
         self._wallclock = wallclock
+        self.on_app = on_app
+        """Takes the APP packets that come in (the clock exchange), with their arrival time
+        and the address they came from."""
         self._protect = SrtpSender(key) if key is not None else None
         self._unprotect = SrtpReceiver(key) if key is not None else None
         self._next = 0.0
@@ -98,8 +103,9 @@ class RtcpSession:
         :class:`~deskcast.transport.srtp.SrtpError` for one not authentic or replayed."""
         return data if self._unprotect is None else self._unprotect.unprotect_rtcp(data)
 
-    def receive(self, data: bytes, now: float) -> bool:
-        """Take a plain compound packet that arrived at ``now``; False if it does not parse."""
+    def receive(self, data: bytes, now: float, addr: object = None) -> bool:
+        """Take a plain compound packet that arrived at ``now`` from ``addr``; False if it
+        does not parse."""
         try:
             packets = parse_rtcp(data)
         except RtpError:
@@ -111,6 +117,8 @@ class RtcpSession:
                 for block in packet.reports:
                     if block.ssrc == self.ssrc:
                         self._heard(block, now)
+            elif isinstance(packet, AppPacket) and self.on_app is not None:
+                self.on_app(packet, now, addr)
         return True
 
     def _heard(self, block: ReportBlock, now: float) -> None:
@@ -140,6 +148,11 @@ class RtcpSession:
         block = sequence.report_block(self.remote_ssrc, jitter, self._lsr, dlsr)
         return self._seal([ReceiverReport(self.ssrc, (block,)),
                            SourceDescription.cname(self.ssrc, self.cname)])
+
+    def application(self, app: AppPacket) -> bytes:
+        """``app`` as a compound packet of its own (behind an empty receiver report, as RFC
+        3550 has every compound packet begin). Raises ValueError if SRTCP refuses it."""
+        return self._seal([ReceiverReport(self.ssrc, ()), app])
 
     def _seal(self, packets: Sequence[RtcpPacket]) -> bytes:
         data = serialize_rtcp(packets)

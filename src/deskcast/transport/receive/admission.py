@@ -64,7 +64,7 @@ class Admission:
             stats.dropped["not-allowed"] += 1
             return
         if is_rtcp(data):
-            self._rtcp(data, now)
+            self._rtcp(data, now, addr)
             return
         if self.srtp is not None:
             try:
@@ -91,7 +91,7 @@ class Admission:
         with self._lock:
             self._admit(packet, samples, now, addr)
 
-    def _rtcp(self, data: bytes, now: float) -> None:
+    def _rtcp(self, data: bytes, now: float, addr: object) -> None:
         try:
             data = self.rtcp.unprotect(data)
         except SrtpError as err:
@@ -99,7 +99,7 @@ class Admission:
             return
         self.stats.rtcp += 1
         with self._lock:
-            if not self.rtcp.receive(data, now):
+            if not self.rtcp.receive(data, now, addr):
                 self.stats.dropped["rtcp"] += 1
 
     def _admit(self, packet: RtpPacket, samples: int, now: float, addr: object) -> None:
