@@ -160,6 +160,11 @@ def parse_hostport(text: str, default_port: int) -> tuple[str, int]:
     return host, port
 
 
+def format_hostport(host: str, port: int) -> str:
+    """``host:port`` as :func:`parse_hostport` reads it back (``[v6]:port`` for IPv6)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _split_options(text: str) -> tuple[str, dict[str, str]]:
     body, sep, query = text.partition("?")
     opts: dict[str, str] = {}

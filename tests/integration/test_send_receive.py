@@ -8,7 +8,9 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,6 +23,7 @@ from rig.netem import Impairment, ImpairmentProxy
 from rig.signals import dominant_frequency, level_db, read_wav, tone, write_wav
 
 from .conftest import (
+    DESKCAST,
     Cli,
     audible,
     finish,
@@ -434,3 +437,113 @@ def test_multicast_and_ipv6(cli: Cli, tmp_path: Path, group: str, target: str) -
     heard = audible(x)
     assert len(heard) > 1.5 * RATE
     assert dominant_frequency(heard, RATE) == pytest.approx(1200.0, abs=1.0)
+
+
+def destinations(record: dict[str, object]) -> list[dict[str, Any]]:
+    """The sender's per-destination entries of one --stats-json record."""
+    entries = record.get("destinations")
+    assert isinstance(entries, list), record
+    return entries
+
+
+def silent_blocks(heard: np.ndarray, floor_db: float = -40.0) -> int:
+    """10 ms blocks of ``heard`` (less its first and last 0.1 s: the stream's own start and
+    end) below ``floor_db``: a gap in what should be an unbroken tone."""
+    body = heard[RATE // 10: -RATE // 10]
+    blocks = body[: len(body) // 480 * 480, 0].reshape(-1, 480)
+    levels = 10 * np.log10(np.mean(blocks ** 2, axis=1) + 1e-12)
+    return int(np.sum(levels < floor_db))
+
+
+@pytest.fixture
+def pa_rooms(pulseaudio_server: SoundServer, monkeypatch: pytest.MonkeyPatch
+             ) -> Iterator[SoundServer]:
+    """The private PulseAudio with three rooms: null sinks room0, room1, room2."""
+    server = pulseaudio_server
+    server.reset()
+    for name in server.env_remove:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in server.env_overrides.items():
+        monkeypatch.setenv(name, value)
+    for room in range(3):
+        server.create_null_sink(f"room{room}", rate=RATE, channels=2)
+    yield server
+    server.reset()
+
+
+def test_one_stream_to_receivers_that_come_and_go(pa_rooms: SoundServer, cli: Cli,
+                                                  tmp_path: Path) -> None:
+    """`send A B --destinations-from-stdin`: both rooms play the tone and both receivers
+    answer the one sender; then +C and -B while it plays. A plays on without a gap or a lost
+    packet, C joins the same stream, B falls silent."""
+    ports: list[int] = []
+    while len(ports) < 3:
+        port = free_port_pair()
+        if port not in ports:
+            ports.append(port)
+    hosts = [f"127.0.0.1:{p}" for p in ports]
+    rxs = [cli.start("-v", "receive", f":{p}", "-o", f"pulse:room{i}", "-t", "16",
+                     "--stats-json", str(tmp_path / f"rx{i}.json"))
+           for i, p in enumerate(ports)]
+    for rx in rxs:
+        wait_for_line(rx, "listening for RTP")
+    tx_stats = tmp_path / "tx.json"
+    tx = subprocess.Popen([*DESKCAST, "-v", "send", hosts[0], hosts[1], "-s", "tone:1000",
+                           "-t", "10", "--destinations-from-stdin", "--stats-json",
+                           str(tx_stats)], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, env=cli.env)
+    assert tx.stdin is not None
+    try:
+        with Recorder(pa_rooms, "room0.monitor", linger=0.5) as room0, \
+                Recorder(pa_rooms, "room1.monitor", linger=0.5) as room1, \
+                Recorder(pa_rooms, "room2.monitor", linger=0.5) as room2:
+            wait_for_line(tx, "sending Opus")
+            deadline = time.monotonic() + 6
+            while True:  # receivers report every 2 s
+                both = tx_stats.exists() and tx_stats.read_text().strip() and [
+                    d["destination"] for d in destinations(last_stats(tx_stats))
+                    if d["receiver_reports"] and d["since_report_s"] < 7]
+                if both == hosts[:2]:
+                    break
+                assert time.monotonic() < deadline, last_stats(tx_stats)
+                time.sleep(0.2)
+            answered = last_stats(tx_stats)
+            added_at = room2.mark()
+            tx.stdin.write(f"+{hosts[2]}\n".encode())
+            tx.stdin.flush()
+            time.sleep(1.5)
+            removed_at = room1.mark()
+            tx.stdin.write(f"-{hosts[1]}\n".encode())
+            tx.stdin.flush()
+            status, err = finish(tx)
+            assert status == 0, err
+            final = last_stats(tx_stats)
+        for rx in rxs:
+            rx.terminate()
+            rx.communicate(timeout=10)
+    finally:
+        for proc in (tx, *rxs):
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert "now also sending to " + hosts[2] in err and "stopped sending to " + hosts[1] in err
+    assert sum(d["receiver_reports"] for d in destinations(answered)) == answered[
+        "receiver_reports"]
+    assert [d["destination"] for d in destinations(final)] == [hosts[0], hosts[2]]
+    stats = [last_stats(tmp_path / f"rx{i}.json") for i in range(3)]
+    assert len({s["ssrc"] for s in stats}) == 1  # one stream
+    heard = [audible(rec.audio) for rec in (room0, room1, room2)]
+    gaps = silent_blocks(heard[0])
+    print(f"\nroom0: {len(heard[0]) / RATE:.2f} s heard, {gaps} silent 10 ms blocks, "
+          f"concealed {stats[0]['concealed_pct']} %; room1 {len(heard[1]) / RATE:.2f} s, "
+          f"room2 {len(heard[2]) / RATE:.2f} s")
+    for audio in heard:
+        assert dominant_frequency(audio, RATE) == pytest.approx(1000.0, abs=0.5)
+        assert level_db(audio[RATE // 10: -RATE // 10]) == pytest.approx(-15.0, abs=1.0)
+    assert 9.5 < len(heard[0]) / RATE < 10.5
+    assert gaps == 0
+    assert stats[0]["concealed_pct"] == 0.0 and stats[0]["late"] == 0
+    # room2 was silent until added, room1 is (once its buffer has played) since removed
+    assert level_db(room2.audio[:added_at]) < -70.0
+    assert len(heard[2]) > 3 * RATE
+    assert level_db(room1.audio[removed_at + RATE // 2:]) < -70.0

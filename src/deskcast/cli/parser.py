@@ -57,9 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("send", aliases=["tx"], parents=[common],
                        help="send audio to another computer (Opus over RTP)",
                        description="Capture SOURCE (the desktop by default), encode it as Opus "
-                       "and send it as RTP over UDP to HOST[:PORT] (default port 1350, trx's).")
-    p.add_argument("destination", metavar="HOST[:PORT]",
-                   help="receiver's name or address (IPv4, IPv6, multicast)")
+                       "and send it as RTP over UDP to HOST[:PORT] (default port 1350, trx's). "
+                       "With several hosts, the same stream (one encoder, one SSRC, one "
+                       "timeline) goes to each of them.")
+    p.add_argument("destination", metavar="HOST[:PORT]", nargs="+",
+                   help="receiver's name or address (IPv4, IPv6, multicast); several at once")
+    p.add_argument("--destinations-from-stdin", action="store_true",
+                   help="while sending, read lines +HOST[:PORT] (send there too) and "
+                   "-HOST[:PORT] (stop sending there) on standard input; the other "
+                   "destinations' audio goes on untouched")
     p.add_argument("--quiet", "-q", action="store_true", help="no status line")
     p.add_argument("--stats-json", metavar="FILE",
                    help="append a JSON line of statistics every second ('-' for stdout)")

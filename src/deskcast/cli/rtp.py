@@ -7,6 +7,7 @@ import argparse
 import logging
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     from deskcast.capture import make_source
     from deskcast.encode.opus import OpusEncoder
     from deskcast.endpoints import Direction, Endpoint
+    from deskcast.transport.destinations import follow_commands, read_lines
     from deskcast.transport.fec import FecEncoder, parse_scheme
     from deskcast.transport.sender import RtpSender
 
@@ -41,10 +43,15 @@ def cmd_send(args: argparse.Namespace) -> int:
     if s.fec:
         fec = FecEncoder(*parse_scheme(s.fec))
     key = load_key(s.key)
-    sender = RtpSender(Endpoint("rtp", args.destination, {}, Direction.SINK), fmt, frames,
-                       encoder=encoder, trx=s.trx, ttl=s.ttl, dscp=s.dscp, fec=fec, key=key)
+    first, *more = args.destination
+    sender = RtpSender(Endpoint("rtp", first, {}, Direction.SINK), fmt, frames,
+                       encoder=encoder, trx=s.trx, ttl=s.ttl, dscp=s.dscp, fec=fec, key=key,
+                       also=more)
     if args.sdp:
         _write_sdp(args.sdp, sender, s, key)
+        if more or args.destinations_from_stdin:
+            logger.warning("--sdp %s names %s only (an SDP file holds one address); the same "
+                           "stream goes to the other destinations", args.sdp, first)
     source = make_source(s.source, fmt, frames, hub_name=s.sink_name, buffer_ms=s.buffer_ms)
     show = not args.quiet and sys.stderr.isatty()
 
@@ -52,13 +59,23 @@ def cmd_send(args: argparse.Namespace) -> int:
         st = sender.stats
         secs = max(1e-3, time.monotonic() - st.started)
         text = f"{st.packets} pkts  {st.octets * 8 / secs / 1000:5.1f} kbit/s"
+        dests = sender.destinations.current
+        if len(dests) > 1:
+            answering = sum(d.feedback.last_report is not None
+                            and time.monotonic() - d.feedback.last_report < 10 for d in dests)
+            text += f"  {answering} of {len(dests)} receivers answering"
         if st.last_report is not None and time.monotonic() - st.last_report < 10:
             rtt = "" if st.rtt_ms is None else f"  rtt {st.rtt_ms:.1f} ms"
-            text += f"  receiver: loss {st.receiver_loss_pct:.1f}%{rtt}"
+            worst = "worst " if len(dests) > 1 else ""
+            text += f"  {worst}receiver: loss {st.receiver_loss_pct:.1f}%{rtt}"
         elif not s.trx and secs > 8:
             text += "  no reports from the receiver"
         return text
 
+    if args.destinations_from_stdin:
+        threading.Thread(target=follow_commands, name="deskcast-destinations", daemon=True,
+                         args=(read_lines(sys.stdin.fileno()), sender.add_destination,
+                               sender.remove_destination)).start()
     with source:
         run_pump(source, sender, s, fmt, show, status=status, stats_json=args.stats_json)
     return 0

@@ -47,7 +47,15 @@ from deskcast import state
 from deskcast.errors import DeskcastError, DeviceError
 from deskcast.route import protocol
 from deskcast.route.discovery import Browser, resolve_host
-from deskcast.route.legs import Leg, LoopbackLeg, ProcessLeg, SendLeg, SparePool, WebLeg
+from deskcast.route.legs import (
+    Leg,
+    LoopbackLeg,
+    ProcessLeg,
+    SendGroup,
+    SendLeg,
+    SparePool,
+    WebLeg,
+)
 from deskcast.route.protocol import Target
 from deskcast.route.pulsehub import (
     ensure_pulse_hub,
@@ -104,6 +112,8 @@ class Daemon:
         self._lock_file: int | None = None
         self.pool: SparePool | None = None
         self.browser: Browser | None = None
+        self.send_groups: dict[bool, SendGroup] = {}
+        """The ``send`` child of the route's hosts, and of its trx hosts: made on first use."""
 
     # --- lifetime ----------------------------------------------------------------------------
 
@@ -295,16 +305,25 @@ class Daemon:
                     else f"{local.base_url}/")
             return WebLeg(t.word, [*common, "serve", "--listen", self.cfg.web_listen,
                                    "-s", source], local, page, pool=self.pool)
-        stats = self.work_dir / f"send-{t.host}-{t.port}.json".replace("/", "_")
-
-        def args_for(destination: str) -> list[str]:
-            return [*common, "send", destination, "-s", source, "-q", "--stats-json",
-                    str(stats), *(["--trx"] if t.trx else [])]
-
         browser = self.browser
-        return SendLeg(t.word, t.host, t.port, trx=t.trx, args_for=args_for, stats_path=stats,
-                       answer_timeout_s=self.cfg.answer_timeout_s, pool=self.pool,
+        return SendLeg(t.word, t.host, t.port, trx=t.trx, group=self._send_group(t.trx, common,
+                                                                                source),
+                       answer_timeout_s=self.cfg.answer_timeout_s,
                        resolve=lambda host, port: resolve_host(host, port, browser))
+
+    def _send_group(self, trx: bool, common: list[str], source: str) -> SendGroup:
+        """The one ``send`` child that every host of the route joins (trx hosts: another)."""
+        group = self.send_groups.get(trx)
+        if group is None:
+            stats = self.work_dir / ("send-trx.json" if trx else "send.json")
+
+            def args_for(first: str) -> list[str]:
+                return [*common, "send", first, "--destinations-from-stdin", "-s", source,
+                        "-q", "--stats-json", str(stats), *(["--trx"] if trx else [])]
+
+            group = SendGroup("send --trx" if trx else "send", args_for, stats, self.pool)
+            self.send_groups[trx] = group
+        return group
 
     # --- status and the socket ---------------------------------------------------------------
 

@@ -110,19 +110,25 @@ class RtcpSession:
             packets = parse_rtcp(data)
         except RtpError:
             return False
+        self.take(packets, now, addr=addr)
+        return True
+
+    def take(self, packets: Sequence[RtcpPacket], now: float,
+             into: Feedback | None = None, addr: object = None) -> None:
+        """Take parsed packets that arrived at ``now`` from ``addr``; what a receiver says
+        about our stream goes to ``into`` (a sender with several destinations keeps one per
+        destination), else to :attr:`feedback`; APP packets to :attr:`on_app`."""
         for packet in packets:
             if isinstance(packet, SenderReport) and packet.ssrc == self.remote_ssrc:
                 self._lsr, self._lsr_at = ntp_middle32(packet.ntp_timestamp), now
             if isinstance(packet, ReceiverReport | SenderReport):
                 for block in packet.reports:
                     if block.ssrc == self.ssrc:
-                        self._heard(block, now)
+                        self._heard(block, now, self.feedback if into is None else into)
             elif isinstance(packet, AppPacket) and self.on_app is not None:
                 self.on_app(packet, now, addr)
-        return True
 
-    def _heard(self, block: ReportBlock, now: float) -> None:
-        feedback = self.feedback
+    def _heard(self, block: ReportBlock, now: float, feedback: Feedback) -> None:
         feedback.receiver_reports += 1
         feedback.last_report = now
         feedback.receiver_loss_pct = 100 * block.fraction_lost / 256

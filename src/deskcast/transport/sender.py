@@ -4,6 +4,9 @@ packet and sends it as RTP over UDP.
 Standard mode follows RFC 3550 + RFC 7587 (dynamic payload type, 48 kHz timestamps, random
 initial sequence number and timestamp). ``trx=True`` sends exactly what trx-rx expects:
 payload type 0, timestamps in 8 kHz units, sequence and timestamp starting at 0.
+
+One stream (one SSRC, one timestamp line) goes to every destination: where each datagram goes
+and what each receiver reports back is :mod:`deskcast.transport.destinations`.
 """
 
 from __future__ import annotations
@@ -12,18 +15,26 @@ import logging
 import secrets
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from deskcast.encode.opus import OpusEncoder
 from deskcast.endpoints import Endpoint, parse_hostport
-from deskcast.errors import DeviceError, EndpointError
+from deskcast.errors import DeskcastError, EndpointError
 from deskcast.media import AudioFormat, PcmBlock
 from deskcast.playback.base import Sink
 from deskcast.transport import DEFAULT_PORT
+from deskcast.transport.destinations import Destination, Destinations, SockAddr, resolve
 from deskcast.transport.fec import FEC_PT, FEC_SSRC_XOR, FecEncoder
+from deskcast.transport.rtcp import parse_rtcp
 from deskcast.transport.rtcpsession import Feedback, RtcpSession
-from deskcast.transport.rtp import TRX_PAYLOAD_TYPE, TRX_TS_DIVISOR, RtpPacket, is_rtcp
+from deskcast.transport.rtp import (
+    TRX_PAYLOAD_TYPE,
+    TRX_TS_DIVISOR,
+    RtpError,
+    RtpPacket,
+    is_rtcp,
+)
 from deskcast.transport.srtp import SrtpError, SrtpKey, SrtpSender
 
 logger = logging.getLogger(__name__)
@@ -31,12 +42,18 @@ logger = logging.getLogger(__name__)
 DYNAMIC_PT = 96
 RTCP_INTERVAL_S = 5.0
 """RFC 3550's minimum interval between reports; RTCP goes to PORT+1, as trx does."""
+FIRST_SR_S = 0.5
+"""A destination added to a running stream gets its first sender report this long after (its
+receiver has locked onto the stream by then), not at the next 5 s tick."""
+
+__all__ = ["DYNAMIC_PT", "RtpSender", "SenderStats", "resolve"]
 
 
 @dataclass
 class SenderStats(Feedback):
-    """What was sent, and what the receiver says about it (its RTCP reports: the
-    :class:`~deskcast.transport.rtcpsession.Feedback` fields, times monotonic)."""
+    """What was sent, and what the receivers say about it: the
+    :class:`~deskcast.transport.rtcpsession.Feedback` fields are every destination's in one
+    (:meth:`~deskcast.transport.destinations.Destinations.summary`), times monotonic."""
 
     packets: int = 0
     octets: int = 0
@@ -44,88 +61,87 @@ class SenderStats(Feedback):
     started: float = 0.0
 
 
-def resolve(host: str, port: int) -> tuple[socket.AddressFamily, tuple[str, int] | tuple[
-        str, int, int, int]]:
-    """The first UDP address for ``host`` (system resolver: names, IPv4 and IPv6)."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-    except socket.gaierror as err:
-        raise EndpointError(f"cannot resolve {host!r}: {err.strerror}") from None
-    family, _, _, _, addr = infos[0]
-    return family, addr  # type: ignore[return-value]
-
-
 class RtpSender(Sink):
-    """Blocks of exactly one Opus frame in, RTP datagrams out. Not clocked: the source paces."""
+    """Blocks of exactly one Opus frame in, RTP datagrams out, to ``endpoint``'s host and
+    ``also`` (more ``HOST[:PORT]``; more again, or fewer, while it runs:
+    :meth:`add_destination`, :meth:`remove_destination`). Not clocked: the source paces."""
 
     def __init__(self, endpoint: Endpoint, fmt: AudioFormat, block_frames: int, *,
                  encoder: OpusEncoder, trx: bool = False, payload_type: int = DYNAMIC_PT,
                  ttl: int | None = None, dscp: int | None = None,
-                 fec: FecEncoder | None = None, key: SrtpKey | None = None) -> None:
+                 fec: FecEncoder | None = None, key: SrtpKey | None = None,
+                 also: Sequence[str] = ()) -> None:
         super().__init__(endpoint, fmt, block_frames)
         if key is not None and trx:
             raise EndpointError("trx-rx does not speak SRTP: drop --key or --trx")
         # SRTP: audio and repair packets out (RTCP: the session's, both ways).
         self.srtp = SrtpSender(key) if key is not None else None
         self.host, self.port = parse_hostport(endpoint.target, DEFAULT_PORT)
+        """The first destination (the one an --sdp file names)."""
+        self.initial = [endpoint.target, *also]
+        self.destinations = Destinations(DEFAULT_PORT, ttl=ttl, dscp=dscp)
         self.encoder = encoder
         self.trx = trx
         self.payload_type = TRX_PAYLOAD_TYPE if trx else payload_type
-        self.ttl = ttl
-        self.dscp = dscp
         self.ssrc = secrets.randbits(32)
         self.sequence = 0 if trx else secrets.randbits(16)
         self.timestamp = 0 if trx else secrets.randbits(32)
         self.fec = fec
         self.fec_sequence = secrets.randbits(16)
         self.stats = SenderStats()
-        self._sock: socket.socket | None = None
-        self._addr: tuple[str, int] | tuple[str, int, int, int] | None = None
-        self._rtcp_addr: tuple[Any, ...] | None = None
         self.rtcp = RtcpSession(self.ssrc, f"deskcast@{socket.gethostname()}",
                                 interval_s=RTCP_INTERVAL_S, key=key, feedback=self.stats)
         self._too_long_warned = False
 
     @property
     def name(self) -> str:
-        return (f"rtp://{self.host}:{self.port}" + (" (trx)" if self.trx else "")
-                + (" (SRTP)" if self.srtp is not None else ""))
+        more = len(self.destinations.current) - 1
+        return (f"rtp://{self.host}:{self.port}" + (f" and {more} more" if more > 0 else "")
+                + (" (trx)" if self.trx else "") + (" (SRTP)" if self.srtp is not None else ""))
+
+    @property
+    def _sock(self) -> socket.socket | None:
+        """The first destination's socket."""
+        dests = self.destinations.current
+        return dests[0].sock if dests else None
 
     def open(self) -> None:
-        family, self._addr = resolve(self.host, self.port)
-        sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
-            if self.ttl is not None:
-                if family == socket.AF_INET6:
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, self.ttl)
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, self.ttl)
-                else:
-                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, self.ttl)
-                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, self.ttl)
-            if self.dscp is not None:
-                tos = self.dscp << 2
-                if family == socket.AF_INET6:
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, tos)
-                else:
-                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
-        except OSError as err:
-            sock.close()
-            raise DeviceError(f"cannot set up the socket for {self.name}: {err.strerror}"
-                              ) from None
-        sock.setblocking(False)  # only to pick up receiver reports between packets
-        self._sock = sock
-        self._rtcp_addr = (self._addr[0], self.port + 1, *self._addr[2:])
+            for text in self.initial:
+                self.destinations.add(text)
+        except DeskcastError:
+            self.destinations.close()
+            raise
         self.stats.started = time.monotonic()
         self.rtcp.start(self.stats.started, 1.0)
-        logger.info("sending %s to %s (%s), ssrc %08x, pt %d", self.encoder.describe(),
-                    self.name, self._addr[0], self.ssrc, self.payload_type)
+        logger.info("sending %s to %s, ssrc %08x, pt %d", self.encoder.describe(),
+                    ", ".join(f"rtp://{d.name} ({d.addr[0]})" for d in self.destinations.current)
+                    + (" (trx)" if self.trx else "") + (" (SRTP)" if self.srtp else ""),
+                    self.ssrc, self.payload_type)
+
+    def add_destination(self, text: str) -> None:
+        """Send to ``HOST[:PORT]`` too, from the next packet on (any thread; resolves the
+        name in the caller's)."""
+        dest, new = self.destinations.add(text, first_sr_at=time.monotonic() + FIRST_SR_S)
+        if new:
+            logger.info("now also sending to %s (%s): %d destinations", dest.name,
+                        dest.addr[0], len(self.destinations.current))
+        else:
+            logger.info("already sending to %s", dest.name)
+
+    def remove_destination(self, text: str) -> None:
+        """Stop sending to ``HOST[:PORT]`` from the next packet on (any thread)."""
+        dest = self.destinations.remove(text)
+        left = len(self.destinations.current)
+        logger.info("stopped sending to %s: %s", dest.name, f"{left} destinations left" if left
+                    else "none left, the stream goes nowhere until one is added")
 
     def write(self, block: PcmBlock) -> None:
-        assert self._sock is not None and self._addr is not None, "open() first"
+        dests = self.destinations.current  # this block's audio and repair go to the same set
         payload = self.encoder.encode(block)
         packet = RtpPacket(self.payload_type, self.sequence, self.timestamp, self.ssrc, payload,
                            marker=self.stats.packets == 0)
-        if self._send(self._protect(bytes(packet))):
+        if self._send(self._protect(bytes(packet)), dests, audio=True):
             self.stats.packets += 1
             self.stats.octets += len(payload)
         self._rtcp()
@@ -134,7 +150,7 @@ class RtpSender(Sink):
                 extra = RtpPacket(FEC_PT, self.fec_sequence, self.timestamp,
                                   self.ssrc ^ FEC_SSRC_XOR, repair)
                 self.fec_sequence = (self.fec_sequence + 1) & 0xFFFF
-                if self._send(self._protect(bytes(extra))):
+                if self._send(self._protect(bytes(extra)), dests):
                     self.stats.octets += len(repair)
         self.sequence = (self.sequence + 1) & 0xFFFF
         step = block.frames // TRX_TS_DIVISOR if self.trx else block.frames
@@ -142,44 +158,67 @@ class RtpSender(Sink):
 
     def status_fields(self) -> dict[str, object]:
         st = self.stats
-        secs = max(1e-3, time.monotonic() - st.started)
+        now = time.monotonic()
+        secs = max(1e-3, now - st.started)
+        fb = self.destinations.summary()
         return {
             "packets": st.packets,
             "kbit_s": round(st.octets * 8 / secs / 1000, 1),
             "send_errors": st.send_errors,
-            "receiver_reports": st.receiver_reports,
-            "receiver_loss_pct": round(st.receiver_loss_pct, 1),
-            "receiver_jitter_ms": round(st.receiver_jitter_ms, 2),
-            "rtt_ms": None if st.rtt_ms is None else round(st.rtt_ms, 2),
-            "since_report_s": None if st.last_report is None else
-            round(time.monotonic() - st.last_report, 1),
+            "receiver_reports": fb.receiver_reports,
+            "receiver_loss_pct": round(fb.receiver_loss_pct, 1),
+            "receiver_jitter_ms": round(fb.receiver_jitter_ms, 2),
+            "rtt_ms": None if fb.rtt_ms is None else round(fb.rtt_ms, 2),
+            "since_report_s": None if fb.last_report is None else
+            round(now - fb.last_report, 1),
+            "stray_reports": self.destinations.stray_reports,
+            "destinations": [d.fields(now) for d in self.destinations.current],
         }
 
     def _rtcp(self) -> None:
-        """Read receiver reports that came back; send a sender report every 5 s."""
-        assert self._sock is not None
+        """Read what came back (receiver reports); send a sender report every 5 s, and a
+        first one to a destination added while the stream runs."""
         now = time.monotonic()
-        for _ in range(8):
-            try:
-                data = self._sock.recv(2048)
-            except OSError:
-                break
-            if not is_rtcp(data):
-                continue
-            try:
-                data = self.rtcp.unprotect(data)
-            except SrtpError as err:
-                logger.debug("receiver report dropped: %s", err)
-                continue
-            self.rtcp.receive(data, now)
-        if not self.trx and self.rtcp.due(now):
-            try:
-                report = self.rtcp.sender_report(self.timestamp, self.stats.packets,
-                                                 self.stats.octets)
-            except ValueError as err:
-                self._refused(err)
-            else:
-                self._send(report, self._rtcp_addr)
+        for sock in self.destinations.sockets:
+            for _ in range(8):
+                try:
+                    data, source = sock.recvfrom(2048)
+                except OSError:
+                    break
+                self._incoming(data, source, now)
+        if self.trx:
+            return
+        dests = self.destinations.current
+        if not self.rtcp.due(now):
+            dests = tuple(d for d in dests if d.first_sr_at is not None and now >= d.first_sr_at)
+            if not dests:
+                return
+        try:
+            report = self.rtcp.sender_report(self.timestamp, self.stats.packets,
+                                             self.stats.octets)
+        except ValueError as err:
+            self._refused(err)
+            return
+        for dest in dests:
+            dest.first_sr_at = None
+        self._send(report, dests, rtcp=True)
+
+    def _incoming(self, data: bytes, source: SockAddr, now: float) -> None:
+        """One datagram that came back to the stream's socket from ``source``."""
+        if not is_rtcp(data):
+            return
+        try:
+            packets = parse_rtcp(self.rtcp.unprotect(data))
+        except (SrtpError, RtpError) as err:
+            logger.debug("RTCP from %s dropped: %s", source[0], err)
+            return
+        dest = self.destinations.reported(packets, source, self.ssrc)
+        if dest is not None:
+            self.rtcp.take(packets, now, into=dest.feedback)
+            summary = self.destinations.summary()
+            for name in ("receiver_reports", "last_report", "receiver_loss_pct",
+                         "receiver_jitter_ms", "rtt_ms"):
+                setattr(self.stats, name, getattr(summary, name))
 
     def _protect(self, packet: bytes) -> bytes | None:
         """The packet as it is sent (SRTP with a key); None if it cannot be."""
@@ -197,22 +236,14 @@ class RtpSender(Sink):
             self._too_long_warned = True
             logger.warning("not sent: %s; lower --bitrate or --frame-ms", err)
 
-    def _send(self, data: bytes | None, addr: tuple[Any, ...] | None = None) -> bool:
-        assert self._sock is not None and self._addr is not None
+    def _send(self, data: bytes | None, to: Sequence[Destination], *, rtcp: bool = False,
+              audio: bool = False) -> bool:
+        """Send to each of ``to``; whether it went to any."""
         if data is None:
             return False
-        try:
-            self._sock.sendto(data, addr or self._addr)
-        except OSError as err:
-            # Unreachable networks and refused ports are normal while a receiver restarts.
-            self.stats.send_errors += 1
-            if self.stats.send_errors == 1:
-                logger.warning("sending to %s failed (%s); still trying", self.name,
-                               err.strerror)
-            return False
-        return True
+        sent = self.destinations.send(data, to, rtcp=rtcp, audio=audio)
+        self.stats.send_errors += len(to) - sent
+        return sent > 0
 
     def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
+        self.destinations.close()

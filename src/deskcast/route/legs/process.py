@@ -25,8 +25,10 @@ class ProcessLeg(Leg):
     """A ``deskcast`` child; its stderr goes to the daemon's log, the last line is kept."""
 
     def __init__(self, word: str, kind: str, args: list[str], stats_path: Path | None = None,
-                 pool: SparePool | None = None) -> None:
+                 pool: SparePool | None = None, *, commands: bool = False) -> None:
         super().__init__(word)
+        self.commands = commands
+        """The child reads commands on its standard input (:meth:`command`) while it runs."""
         self.kind = kind
         self.args = args
         self.argv = [sys.executable, "-m", "deskcast", *args]
@@ -45,9 +47,11 @@ class ProcessLeg(Leg):
             proc.stdin.write(json.dumps(self.args).encode() + b"\n")
             with contextlib.suppress(OSError):
                 await proc.stdin.drain()
-            proc.stdin.close()
+            if not self.commands:
+                proc.stdin.close()
         else:
-            proc = await spawn(self.argv, asyncio.subprocess.DEVNULL)
+            proc = await spawn(self.argv, asyncio.subprocess.PIPE if self.commands
+                               else asyncio.subprocess.DEVNULL)
         self.proc = proc
         self.started = time.monotonic()
         self._reader = asyncio.create_task(self._read_stderr(self.proc))
@@ -66,9 +70,23 @@ class ProcessLeg(Leg):
                 self.last_lines.append(text)
                 logger.info("%s: %s", self.word, text)
 
+    async def command(self, line: str) -> None:
+        """One line to the running child's standard input (one that died meanwhile does not
+        read it: :meth:`wait` says why it died)."""
+        proc = self.proc
+        if proc is None or proc.stdin is None or proc.returncode is not None:
+            return
+        proc.stdin.write(line.encode() + b"\n")
+        with contextlib.suppress(OSError):
+            await proc.stdin.drain()
+
     async def wait(self) -> str:
         assert self.proc is not None
-        code = await self.proc.wait()
+        return await self.ended(self.proc)
+
+    async def ended(self, proc: asyncio.subprocess.Process) -> str:
+        """Wait until ``proc`` (this leg's child, now or before) has died; why it did."""
+        code = await proc.wait()
         if self._reader is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._reader), 1.0)
@@ -87,6 +105,8 @@ class ProcessLeg(Leg):
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 await proc.wait()
+        if proc is not None and proc.stdin is not None:
+            proc.stdin.close()
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
