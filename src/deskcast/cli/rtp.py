@@ -22,6 +22,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+ROOMS_LATENCY_MS = 80.0
+"""The timeline's latency when several rooms play it (``send --latency-ms``'s default with
+more than one destination): what a 20 ms frame, the network and a receiver's default 40 ms
+sound-server buffer need, with a margin for a LAN's jitter."""
+
 
 def cmd_send(args: argparse.Namespace) -> int:
     from deskcast.capture import make_source
@@ -44,9 +49,16 @@ def cmd_send(args: argparse.Namespace) -> int:
         fec = FecEncoder(*parse_scheme(s.fec))
     key = load_key(s.key)
     first, *more = args.destination
+    latency_ms = s.latency_ms
+    if latency_ms is None:
+        # One destination plays as early as it can; several (or a route's, which may grow)
+        # play on one timeline.
+        latency_ms = ROOMS_LATENCY_MS if more or args.destinations_from_stdin else 0.0
+    if latency_ms and s.trx:
+        logger.warning("trx-rx keeps no timeline: --latency-ms is ignored with --trx")
     sender = RtpSender(Endpoint("rtp", first, {}, Direction.SINK), fmt, frames,
                        encoder=encoder, trx=s.trx, ttl=s.ttl, dscp=s.dscp, fec=fec, key=key,
-                       also=more)
+                       also=more, latency_s=latency_ms / 1000)
     if args.sdp:
         _write_sdp(args.sdp, sender, s, key)
         if more or args.destinations_from_stdin:

@@ -17,6 +17,7 @@ between two packets, never half-way through one, and the audio thread never wait
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
@@ -28,6 +29,7 @@ from typing import Any
 
 from deskcast.endpoints import format_hostport, parse_hostport
 from deskcast.errors import DeskcastError, DeviceError, EndpointError
+from deskcast.transport.receive.arrival import SO_TIMESTAMPNS
 from deskcast.transport.rtcp import ReceiverReport, RtcpPacket, SenderReport
 from deskcast.transport.rtcpsession import Feedback
 
@@ -177,6 +179,8 @@ class Destinations:
             raise DeviceError(f"cannot set up a UDP socket ({family.name}) to send from: "
                               f"{err.strerror}") from None
         sock.setblocking(False)  # only to pick up receiver reports between packets
+        with contextlib.suppress(OSError):  # a clock question's arrival, stamped by the kernel
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         self._families[family] = sock
         self.sockets = (*self.sockets, sock)
         return sock

@@ -138,12 +138,13 @@ class RtcpSession:
 
     # --- out ----------------------------------------------------------------------------------
 
-    def sender_report(self, rtp_timestamp: int, packets: int, octets: int) -> bytes:
-        """SR + SDES: what we have sent up to ``rtp_timestamp``, stamped with the wall clock.
-        Raises ValueError if SRTCP refuses it."""
-        sr = SenderReport(self.ssrc, ntp_from_unix(self._wallclock()), rtp_timestamp,
+    def sender_report(self, rtp_timestamp: int, packets: int, octets: int,
+                      extra: Sequence[RtcpPacket] = ()) -> bytes:
+        """SR + SDES (+ ``extra``): what we have sent up to ``rtp_timestamp``, stamped with
+        the wall clock. Raises ValueError if SRTCP refuses it."""
+        sr = SenderReport(self.ssrc, ntp_from_unix(self._wallclock()), rtp_timestamp & U32,
                           packets & U32, octets & U32)
-        return self._seal([sr, SourceDescription.cname(self.ssrc, self.cname)])
+        return self._seal([sr, SourceDescription.cname(self.ssrc, self.cname), *extra])
 
     def receiver_report(self, now: float, sequence: SequenceTracker, jitter: int) -> bytes:
         """RR + SDES about the sender we follow: loss from ``sequence`` (a new fraction-lost

@@ -26,7 +26,8 @@ from deskcast.playback.base import Sink
 from deskcast.transport import DEFAULT_PORT
 from deskcast.transport.destinations import Destination, Destinations, SockAddr, resolve
 from deskcast.transport.fec import FEC_PT, FEC_SSRC_XOR, FecEncoder
-from deskcast.transport.rtcp import parse_rtcp
+from deskcast.transport.receive.arrival import STAMP_SPACE, kernel_stamp
+from deskcast.transport.rtcp import AppPacket, parse_rtcp
 from deskcast.transport.rtcpsession import Feedback, RtcpSession
 from deskcast.transport.rtp import (
     TRX_PAYLOAD_TYPE,
@@ -36,6 +37,8 @@ from deskcast.transport.rtp import (
     is_rtcp,
 )
 from deskcast.transport.srtp import SrtpError, SrtpKey, SrtpSender
+from deskcast.transport.timeline import TimeServer
+from deskcast.transport.timesync import TimelineAnnounce
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +73,7 @@ class RtpSender(Sink):
                  encoder: OpusEncoder, trx: bool = False, payload_type: int = DYNAMIC_PT,
                  ttl: int | None = None, dscp: int | None = None,
                  fec: FecEncoder | None = None, key: SrtpKey | None = None,
-                 also: Sequence[str] = ()) -> None:
+                 also: Sequence[str] = (), latency_s: float = 0.0) -> None:
         super().__init__(endpoint, fmt, block_frames)
         if key is not None and trx:
             raise EndpointError("trx-rx does not speak SRTP: drop --key or --trx")
@@ -92,6 +95,16 @@ class RtpSender(Sink):
         self.rtcp = RtcpSession(self.ssrc, f"deskcast@{socket.gethostname()}",
                                 interval_s=RTCP_INTERVAL_S, key=key, feedback=self.stats)
         self._too_long_warned = False
+        self.timeline = None if trx else TimeServer(self.ssrc, fmt.rate, self.timestamp,
+                                                   latency_s)
+        """Our timeline, and the answers to the receivers' clock questions (not for trx)."""
+        self._captured = 0
+        """Samples read from the source so far."""
+
+    @property
+    def keeps_timeline(self) -> bool:
+        """Whether every destination plays on our timeline (a route latency was given)."""
+        return self.timeline is not None and self.timeline.latency_us > 0
 
     @property
     def name(self) -> str:
@@ -113,7 +126,8 @@ class RtpSender(Sink):
             self.destinations.close()
             raise
         self.stats.started = time.monotonic()
-        self.rtcp.start(self.stats.started, 1.0)
+        # Keeping a timeline, the first report (it announces it) goes before the first packet.
+        self.rtcp.start(self.stats.started, 0.0 if self.keeps_timeline else 1.0)
         logger.info("sending %s to %s, ssrc %08x, pt %d", self.encoder.describe(),
                     ", ".join(f"rtp://{d.name} ({d.addr[0]})" for d in self.destinations.current)
                     + (" (trx)" if self.trx else "") + (" (SRTP)" if self.srtp else ""),
@@ -122,7 +136,8 @@ class RtpSender(Sink):
     def add_destination(self, text: str) -> None:
         """Send to ``HOST[:PORT]`` too, from the next packet on (any thread; resolves the
         name in the caller's)."""
-        dest, new = self.destinations.add(text, first_sr_at=time.monotonic() + FIRST_SR_S)
+        dest, new = self.destinations.add(text, first_sr_at=time.monotonic() + (
+            0.0 if self.keeps_timeline else FIRST_SR_S))
         if new:
             logger.info("now also sending to %s (%s): %d destinations", dest.name,
                         dest.addr[0], len(self.destinations.current))
@@ -138,13 +153,16 @@ class RtpSender(Sink):
 
     def write(self, block: PcmBlock) -> None:
         dests = self.destinations.current  # this block's audio and repair go to the same set
+        self._captured += block.frames
+        if self.timeline is not None:
+            self.timeline.captured(self._captured)
         payload = self.encoder.encode(block)
         packet = RtpPacket(self.payload_type, self.sequence, self.timestamp, self.ssrc, payload,
                            marker=self.stats.packets == 0)
+        self._rtcp()  # before the packet: a first report announces the timeline ahead of it
         if self._send(self._protect(bytes(packet)), dests, audio=True):
             self.stats.packets += 1
             self.stats.octets += len(payload)
-        self._rtcp()
         if self.fec is not None:
             for repair in self.fec.add(self.sequence, self.timestamp, payload):
                 extra = RtpPacket(FEC_PT, self.fec_sequence, self.timestamp,
@@ -182,10 +200,12 @@ class RtpSender(Sink):
         for sock in self.destinations.sockets:
             for _ in range(8):
                 try:
-                    data, source = sock.recvfrom(2048)
+                    data, ancdata, _, source = sock.recvmsg(2048, STAMP_SPACE)
                 except OSError:
                     break
-                self._incoming(data, source, now)
+                # When it reached us, on our wall clock (a clock question's t2).
+                arrived = kernel_stamp(ancdata) or time.time()
+                self._incoming(data, source, now, arrived, sock)
         if self.trx:
             return
         dests = self.destinations.current
@@ -193,9 +213,15 @@ class RtpSender(Sink):
             dests = tuple(d for d in dests if d.first_sr_at is not None and now >= d.first_sr_at)
             if not dests:
                 return
+        timeline = self.timeline
+        rtp, extra = self.timestamp, []
+        if timeline is not None and timeline.line.started:
+            rtp = timeline.point(time.time()).rtp  # (RTP time, wall clock) on our timeline
+            if self.keeps_timeline:
+                extra.append(TimelineAnnounce(self.ssrc, timeline.latency_us).app())
         try:
-            report = self.rtcp.sender_report(self.timestamp, self.stats.packets,
-                                             self.stats.octets)
+            report = self.rtcp.sender_report(rtp, self.stats.packets, self.stats.octets,
+                                             extra=extra)
         except ValueError as err:
             self._refused(err)
             return
@@ -203,8 +229,10 @@ class RtpSender(Sink):
             dest.first_sr_at = None
         self._send(report, dests, rtcp=True)
 
-    def _incoming(self, data: bytes, source: SockAddr, now: float) -> None:
-        """One datagram that came back to the stream's socket from ``source``."""
+    def _incoming(self, data: bytes, source: SockAddr, now: float, arrived: float,
+                  sock: socket.socket) -> None:
+        """One datagram that came back to the stream's socket from ``source``: receiver
+        reports, and clock questions (answered at once, to where they came from)."""
         if not is_rtcp(data):
             return
         try:
@@ -219,6 +247,28 @@ class RtpSender(Sink):
             for name in ("receiver_reports", "last_report", "receiver_loss_pct",
                          "receiver_jitter_ms", "rtt_ms"):
                 setattr(self.stats, name, getattr(summary, name))
+        if self.timeline is not None:
+            for packet in packets:
+                if isinstance(packet, AppPacket):
+                    self._answer(packet, source, arrived, sock)
+
+    def _answer(self, app: AppPacket, source: SockAddr, arrived: float,
+                sock: socket.socket) -> None:
+        """Answer a clock question from one of our destinations (or anyone, multicasting)."""
+        assert self.timeline is not None
+        request = self.timeline.question(app)
+        if request is None:
+            return
+        dests = self.destinations.current
+        if not any(d.addr[0] == source[0] or d.multicast for d in dests):
+            self.timeline.dropped["time-stranger"] = \
+                self.timeline.dropped.get("time-stranger", 0) + 1
+            return
+        try:
+            reply = self.rtcp.application(self.timeline.answer(request, arrived).app())
+            sock.sendto(reply, source)
+        except (ValueError, OSError) as err:
+            logger.debug("clock answer to %s not sent: %s", source[0], err)
 
     def _protect(self, packet: bytes) -> bytes | None:
         """The packet as it is sent (SRTP with a key); None if it cannot be."""
