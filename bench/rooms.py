@@ -50,8 +50,12 @@ from rig.meter import Meter, MeterRecording, SignalPlayer  # noqa: E402
 from rig.rooms import Click, ClickSignal, ClickTracker, Spread, delays, offsets  # noqa: E402
 from rig.soundserver import SoundServerError  # noqa: E402
 
-DEFAULT_SYSTEMS = ("check", "snapcast", "snapcast:buffer=100:chunk=10:player=20", "deskcast",
+DEFAULT_SYSTEMS = ("check", "snapcast", "snapcast:buffer=100:chunk=10:player=20",
+                   "snapcast:room2-player=300:label=snapcast room2 pulse buffer 300",
+                   "deskcast",
                    "deskcast:room2-rx=--buffer-ms 100:label=deskcast room2 --buffer-ms 100")
+"""The harness; Snapcast at its defaults and at its smallest stable setting; deskcast as
+``route`` runs it today; and each with one room's output path longer than the others'."""
 MAX_DELAY_S = 2.0
 """Clicks are searched for in each room up to this long after they were in the hub."""
 
