@@ -38,9 +38,11 @@ class BenchServer:
     holds signals, logs and statistics (kept after the run if ``BENCH_KEEP`` is set).
     """
 
-    def __init__(self, *, realtime: bool = False) -> None:
+    def __init__(self, *, realtime: bool = False, meter: Meter = METER) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="deskcast-bench-"))
         self.realtime = realtime
+        self.meter = meter
+        """The sinks (``hub`` and ``out`` unless a benchmark wants others, e.g. rooms)."""
         """PulseAudio's I/O threads at real-time priority, as on a desktop (rtkit)."""
         self._server: SoundServer | None = None
         self._meter: contextlib.AbstractContextManager[Meter] | None = None
@@ -60,7 +62,7 @@ class BenchServer:
         server = SoundServer("pulseaudio", realtime=self.realtime)
         self._server = server
         server.start()
-        self._meter = METER.installed(server)
+        self._meter = self.meter.installed(server)
         self._meter.__enter__()  # gone with the server
         env = dict(server.env)
         home = self.workdir / "home"
