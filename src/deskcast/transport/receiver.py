@@ -167,7 +167,7 @@ class RtpReceiver(Source):
                 (addr[:2] if isinstance(addr, tuple) else addr) != stream.peer:
             self.stats.dropped["time-stranger"] += 1
             return
-        if not self.sender_clock.take(packet, now):
+        if not self.sender_clock.take(packet, now, stream.extended):
             self.stats.dropped["time-" + next(reversed(self.sender_clock.dropped))] += 1
 
     def _report_back(self) -> None:

@@ -30,6 +30,7 @@ import logging
 import secrets
 import struct
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from deskcast.transport.ntp import ntp_from_unix, unix_from_ntp
@@ -174,6 +175,8 @@ class SenderClock:
         self.point: TimelinePoint | None = None
         self.point_sender_s = 0.0
         """The sender's clock (Unix seconds) at :attr:`point`."""
+        self.point_ext = 0
+        """:attr:`point`'s RTP time as the stream's extended timestamp."""
         self.dropped: dict[str, int] = {}
         """Answers not taken, by reason: ``unasked`` (a nonce we have no question for: a
         stranger's, or a replay of one answered), ``round-trip`` (negative or longer than
@@ -196,8 +199,11 @@ class SenderClock:
         if nonce in self._asked:
             self._asked[nonce] = t1_s
 
-    def take(self, response: TimeResponse, t4_s: float) -> bool:
-        """The answer ``response`` arrived at ``t4_s`` (our clock): True if it was taken."""
+    def take(self, response: TimeResponse, t4_s: float,
+             extend: Callable[[int], int] | None = None) -> bool:
+        """The answer ``response`` arrived at ``t4_s`` (our clock): True if it was taken.
+        ``extend`` turns the timeline's 32-bit RTP time into the stream's extended
+        timestamps (:attr:`point_ext`)."""
         t1 = self._asked.pop(response.nonce, None)
         if t1 is None:
             return self._drop("unasked")
@@ -208,6 +214,8 @@ class SenderClock:
         self.answers += 1
         self._samples.append(_Sample((t1 + t4_s) / 2, ((t2 - t1) + (t3 - t4_s)) / 2, delay))
         self.point, self.point_sender_s = response.point, t3
+        rtp = response.point.rtp
+        self.point_ext = rtp if extend is None else extend(rtp)
         self._fit()
         return True
 

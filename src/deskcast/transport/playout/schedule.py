@@ -30,15 +30,9 @@ from __future__ import annotations
 import logging
 import math
 
-from deskcast.transport.rtp import U32
 from deskcast.transport.timesync import SenderClock
 
 logger = logging.getLogger(__name__)
-
-
-def unwrap(rtp: int, near: int) -> int:
-    """The extended timestamp of 32-bit ``rtp`` nearest to extended ``near``."""
-    return near + ((rtp - near + (1 << 31)) & U32) - (1 << 31)
 
 
 class Schedule:
@@ -77,16 +71,16 @@ class Schedule:
     def ready(self) -> bool:
         return self.latency_s is not None
 
-    def due_timestamp(self, heard_s: float, near: int) -> float | None:
+    def due_timestamp(self, heard_s: float) -> float | None:
         """The (extended) timestamp of the sample due to be heard at ``heard_s`` on our
-        clock; ``near``: any recent extended timestamp of the stream."""
+        clock."""
         latency = self.latency_s
         point = self.clock.point
         if latency is None or point is None:
             return None
         captured = self.clock.to_sender(heard_s) - latency
         speed = self.rate * (1.0 + point.rate_ppb * 1e-9)
-        return unwrap(point.rtp, near) + (captured - self.clock.point_sender_s) * speed
+        return self.clock.point_ext + (captured - self.clock.point_sender_s) * speed
 
     def heard_s(self, now_s: float, queued_samples: float | None) -> float:
         """When what is written next will be heard."""

@@ -123,14 +123,11 @@ class Playout:
         jitter = self.jitter
         dt = 0.0 if self._last_read is None else min(0.1, now_s - self._last_read)
         self._last_read = now_s
-        near = jitter.newest_timestamp
-        if near is None:
-            near = jitter.position
-        if near is None:
+        if jitter.newest_timestamp is None and jitter.position is None:
             schedule.unlock()
             return Read(None)
         heard = schedule.heard_s(now_s, queued_samples)
-        due = schedule.due_timestamp(heard, near)
+        due = schedule.due_timestamp(heard)
         assert due is not None
         if schedule.locked and not jitter.playing:
             schedule.unlock()  # the sender stopped: start anew when it is back

@@ -28,6 +28,13 @@ class SenderStream:
         self.arrival = JitterEstimator(OPUS_CLOCK_RATE // self.scale if trx else OPUS_CLOCK_RATE)
         self.peer: tuple[str, int] | None = None
 
+    def extended(self, ts: int) -> int:
+        """The extended timestamp of ``ts`` (any other 32-bit timestamp of this stream, e.g.
+        the sender's timeline), the stream unchanged."""
+        if self.last_ts is None:
+            return 0
+        return (self.last_ext + ts_delta(ts, self.last_ts)) * self.scale
+
     def extend(self, ts: int, samples: int, restart_samples: int) -> int | str | None:
         """Extended timestamp in samples at 48 kHz; ``"jump"`` for a packet far from the
         stream (dropped: one corrupt timestamp must not reset playback); None when two

@@ -12,7 +12,7 @@ import numpy as np
 from deskcast.media import AudioFormat
 from deskcast.transport.jitter import JitterBuffer
 from deskcast.transport.playout import Playout
-from deskcast.transport.playout.schedule import Schedule, unwrap
+from deskcast.transport.playout.schedule import Schedule
 from deskcast.transport.receiver import ASK_EVERY_S
 from deskcast.transport.timeline import TimeServer
 from deskcast.transport.timesync import SenderClock
@@ -24,6 +24,12 @@ FIRST = (1 << 32) - 20 * F
 """The sender's first timestamp: the RTP clock wraps 20 frames in."""
 LATENCY_S = 0.05
 STEP_S = 0.00025
+
+
+def unwrap(rtp: int, near: int) -> int:
+    """The extended timestamp of 32-bit ``rtp`` nearest to extended ``near`` (what the
+    receiver's stream does for the timeline's RTP time)."""
+    return near + ((rtp - near + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
 
 
 @dataclass
@@ -89,7 +95,8 @@ def simulate(room: Room, *, card_ppm: float = 250.0, seconds: float = 8.0, seed:
             playout.jitter.put(FIRST + n * F, b"x", F, local(arrival))
         for arrival, response in [a for a in answers if a[0] <= t]:
             answers.remove((arrival, response))
-            clock.take(response, local(arrival))  # type: ignore[arg-type]
+            clock.take(response, local(arrival),  # type: ignore[arg-type]
+                       lambda rtp: unwrap(rtp, FIRST))
         if t >= next_ask:
             asks.append((t + 0.0002 + rng.expovariate(1 / 0.0002),
                          clock.ask(1, 5, local(t))))
