@@ -591,3 +591,86 @@ def test_two_commands_start_one_daemon(pa_only: SoundServer, route: Route) -> No
     assert [p.returncode for p in procs] == [0, 0], outs
     pids = {json.loads(out)["pid"] for out, _ in outs}
     assert len(pids) == 1
+
+
+def silent_blocks(audio: np.ndarray, floor_db: float = -40.0) -> int:
+    """10 ms blocks of ``audio`` below ``floor_db``: gaps in what should be unbroken."""
+    blocks = audio[: len(audio) // 480 * 480, 0].reshape(-1, 480)
+    return int(np.sum(10 * np.log10(np.mean(blocks ** 2, axis=1) + 1e-12) < floor_db))
+
+
+def test_hosts_share_one_sender_and_come_and_go_without_a_gap(pa_only: SoundServer,
+                                                              route: Route, cli: Cli,
+                                                              tmp_path: Path) -> None:
+    """`route A B`: one send child for both, both answer; `route A` takes B out of that
+    child, `route A B` puts it back: A plays on without a gap, the child never changes."""
+    pa = pa_only
+    for room in ("rooma", "roomb"):
+        pa.create_null_sink(room, rate=RATE, channels=2)
+    ports = [free_port_pair()]
+    while len(ports) < 2:
+        port = free_port_pair()
+        if port not in ports:
+            ports.append(port)
+    a, b = (f"127.0.0.1:{p}" for p in ports)
+    rxs = [cli.start("receive", f":{p}", "-o", f"pulse:{room}", "-q", "--stats-json",
+                     str(tmp_path / f"{room}.json"))
+           for p, room in zip(ports, ("rooma", "roomb"), strict=True)]
+    apps: list[subprocess.Popen[bytes]] = []
+    try:
+        route("none")
+        apps = start_apps(pa, tmp_path, 40.0)
+        with Recorder(pa, "rooma.monitor", linger=0) as rooma, \
+                Recorder(pa, "roomb.monitor", linger=0) as roomb:
+            st = route(a, b)
+            assert [(leg["target"], leg["state"]) for leg in st["legs"]] == [
+                (a, "running"), (b, "running")]
+            pid = st["legs"][0]["pid"]
+            assert st["legs"][1]["pid"] == pid  # one child for both
+            deadline = time.monotonic() + 8
+            # both answer, and both have had a sender report to time the round trip with
+            while not all(leg.get("answer") == "answering" and leg.get("rtt_ms") is not None
+                          for leg in st["legs"]):
+                assert time.monotonic() < deadline, st
+                time.sleep(0.3)
+                st = route()
+            for leg in st["legs"]:
+                assert leg["receiver_loss_pct"] == 0.0
+                assert leg["packets"] > 0
+            text = route.cli.run("route", env=route.env).stdout.decode()
+            assert text.count("answering: loss 0.0%") == 2, text
+            for rec in (rooma, roomb):
+                heard = tail(rec, 0.3)
+                assert dominant_frequency(heard, RATE) == pytest.approx(FREQ, abs=2.0)
+                assert level_db(heard) == pytest.approx(MIX_DB, abs=1.5)
+            start = rooma.mark()
+
+            st = route(a)  # b leaves the running child
+            assert [leg["target"] for leg in st["legs"]] == [a]
+            assert st["legs"][0]["pid"] == pid
+            time.sleep(1.0)
+            assert level_db(tail(roomb, 0.3)) < SILENT_DB
+            mark = roomb.mark()
+            st = route(a, b)  # and comes back to it
+            assert [leg["pid"] for leg in st["legs"]] == [pid, pid]
+            assert onset_s(roomb, mark) is not None
+            time.sleep(1.0)
+            assert dominant_frequency(tail(roomb, 0.3), RATE) == pytest.approx(FREQ, abs=2.0)
+            st = route(a)
+            assert st["legs"][0]["pid"] == pid and st["legs"][0]["restarts"] == 0
+            through = tail(rooma, 1.0)
+            played = rooma.snapshot()[start:]
+        gaps = silent_blocks(played)
+        print(f"\nroom A over {len(played) / RATE:.1f} s of hosts coming and going: {gaps} "
+              "silent 10 ms blocks")
+        assert gaps == 0
+        assert level_db(played) == pytest.approx(MIX_DB, abs=1.5)
+        assert dominant_frequency(through, RATE) == pytest.approx(FREQ, abs=2.0)
+        stats = [json.loads(line) for line in (tmp_path / "rooma.json").read_text()
+                 .splitlines() if line.strip()]
+        assert stats[-1]["concealed_pct"] == 0.0 and stats[-1]["late"] == 0
+        assert len({s["ssrc"] for s in stats if s.get("ssrc")}) == 1  # one stream throughout
+    finally:
+        for proc in (*apps, *rxs):
+            proc.terminate()
+            proc.communicate(timeout=10)
