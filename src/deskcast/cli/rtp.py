@@ -24,8 +24,8 @@ logger = logging.getLogger(__name__)
 
 ROOMS_LATENCY_MS = 80.0
 """The timeline's latency when several rooms play it (``send --latency-ms``'s default with
-more than one destination): what a 20 ms frame, the network and a receiver's default 40 ms
-sound-server buffer need, with a margin for a LAN's jitter."""
+more than one destination on the command line): what a 20 ms frame, the network and a
+receiver's default 40 ms sound-server buffer need, with a margin for a LAN's jitter."""
 
 
 def cmd_send(args: argparse.Namespace) -> int:
@@ -51,9 +51,9 @@ def cmd_send(args: argparse.Namespace) -> int:
     first, *more = args.destination
     latency_ms = s.latency_ms
     if latency_ms is None:
-        # One destination plays as early as it can; several (or a route's, which may grow)
-        # play on one timeline.
-        latency_ms = ROOMS_LATENCY_MS if more or args.destinations_from_stdin else 0.0
+        # One destination plays as early as it can; several play on one timeline. (A route's
+        # send keeps none until the route gives it a latency: not yet.)
+        latency_ms = ROOMS_LATENCY_MS if more else 0.0
     if latency_ms and s.trx:
         logger.warning("trx-rx keeps no timeline: --latency-ms is ignored with --trx")
     sender = RtpSender(Endpoint("rtp", first, {}, Direction.SINK), fmt, frames,
