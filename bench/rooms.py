@@ -21,6 +21,8 @@ Every system is run several times, interleaved, so that background load hits the
     .venv/bin/python bench/rooms.py --systems check,snapcast:buffer=100:chunk=10:player=20
     .venv/bin/python bench/rooms.py --systems 'deskcast:room2-rx=--buffer-ms 100'
     .venv/bin/python bench/rooms.py --lock /tmp/deskcast-bench.lock   # the lock per run only
+
+Ctrl-C stops it and prints the report of the runs that finished.
 """
 
 from __future__ import annotations
@@ -177,6 +179,28 @@ def pair_report(results: Sequence[Result], rooms: Sequence[str]) -> str:
                   "run medians"], rows)
 
 
+def run_all(results: Sequence[Result], setup: Setup, runs: int, progress: Progress) -> None:
+    rooms = setup.rooms
+    for run in range(runs):
+        for i, r in enumerate(results):
+            progress(f"run {run + 1}/{runs}: {r.system.label}")
+            try:
+                measure_once(r, setup, f"run{run}-{i}")
+            except (BenchError, CaptureError, SoundServerError) as err:
+                with contextlib.suppress(BenchError):
+                    setup.bs.check()
+                r.failures.append(str(err))
+                progress(f"  FAILED: {one_line(str(err))}")
+            else:
+                last = r.runs[-1]
+                apart = Spread.of([o for a, b in pairs(rooms) for o in offsets(last, a, b)])
+                lost = sum(1 for c in last for room in rooms if c.delays_ms[room] is None)
+                progress(f"  {len(last)} clicks, delay " + " / ".join(
+                    fmt(Spread.of(delays(last, room)).median, 1) for room in rooms) +
+                    f" ms; |offset| median {fmt(apart.median)} p95 {fmt(apart.p95)} "
+                    f"max {fmt(apart.max)} ms; {lost} lost")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--systems", default=",".join(DEFAULT_SYSTEMS), metavar="SPECS",
@@ -219,24 +243,10 @@ def main() -> int:
     with BenchServer(realtime=args.server_priority == "realtime", meter=meter) as bs, \
             cpu_load(args.load):
         setup = Setup(bs, rooms, args.seconds, args.warmup, signal, args.lock)
-        for run in range(args.runs):
-            for i, r in enumerate(results):
-                progress(f"run {run + 1}/{args.runs}: {r.system.label}")
-                try:
-                    measure_once(r, setup, f"run{run}-{i}")
-                except (BenchError, CaptureError, SoundServerError) as err:
-                    with contextlib.suppress(BenchError):
-                        bs.check()
-                    r.failures.append(str(err))
-                    progress(f"  FAILED: {one_line(str(err))}")
-                else:
-                    last = r.runs[-1]
-                    apart = Spread.of([o for a, b in pairs(rooms) for o in offsets(last, a, b)])
-                    lost = sum(1 for c in last for room in rooms if c.delays_ms[room] is None)
-                    progress(f"  {len(last)} clicks, delay " + " / ".join(
-                        fmt(Spread.of(delays(last, room)).median, 1) for room in rooms) +
-                        f" ms; |offset| median {fmt(apart.median)} p95 {fmt(apart.p95)} "
-                        f"max {fmt(apart.max)} ms; {lost} lost")
+        try:
+            run_all(results, setup, args.runs, progress)
+        except KeyboardInterrupt:
+            progress("interrupted: the report covers the runs that finished")
     print()
     print(report(results, rooms))
     print()
