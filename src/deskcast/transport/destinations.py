@@ -83,18 +83,12 @@ class Destination:
 
     def fields(self, now: float) -> dict[str, object]:
         """This destination in ``--stats-json`` (times in seconds since, on ``now``'s clock)."""
-        fb = self.feedback
         return {
             "destination": self.name,
             "address": str(self.addr[0]),
             "packets": self.packets,
             "send_errors": self.send_errors,
-            "receiver_reports": fb.receiver_reports,
-            "receiver_loss_pct": round(fb.receiver_loss_pct, 1),
-            "receiver_jitter_ms": round(fb.receiver_jitter_ms, 2),
-            "rtt_ms": None if fb.rtt_ms is None else round(fb.rtt_ms, 2),
-            "since_report_s": None if fb.last_report is None else
-            round(now - fb.last_report, 1),
+            **self.feedback.fields(now),
         }
 
 

@@ -47,6 +47,17 @@ class Feedback:
     receiver_jitter_ms: float = 0.0
     rtt_ms: float | None = None
 
+    def fields(self, now: float) -> dict[str, object]:
+        """For --stats-json, rounded; ``since_report_s`` on ``now``'s clock."""
+        return {
+            "receiver_reports": self.receiver_reports,
+            "receiver_loss_pct": round(self.receiver_loss_pct, 1),
+            "receiver_jitter_ms": round(self.receiver_jitter_ms, 2),
+            "rtt_ms": None if self.rtt_ms is None else round(self.rtt_ms, 2),
+            "since_report_s": None if self.last_report is None else
+            round(now - self.last_report, 1),
+        }
+
 
 class RtcpSession:
     """The RTCP of one end with SSRC ``ssrc``, reporting every ``interval_s``.

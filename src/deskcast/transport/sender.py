@@ -178,17 +178,11 @@ class RtpSender(Sink):
         st = self.stats
         now = time.monotonic()
         secs = max(1e-3, now - st.started)
-        fb = self.destinations.summary()
         return {
             "packets": st.packets,
             "kbit_s": round(st.octets * 8 / secs / 1000, 1),
             "send_errors": st.send_errors,
-            "receiver_reports": fb.receiver_reports,
-            "receiver_loss_pct": round(fb.receiver_loss_pct, 1),
-            "receiver_jitter_ms": round(fb.receiver_jitter_ms, 2),
-            "rtt_ms": None if fb.rtt_ms is None else round(fb.rtt_ms, 2),
-            "since_report_s": None if fb.last_report is None else
-            round(now - fb.last_report, 1),
+            **self.destinations.summary().fields(now),
             "stray_reports": self.destinations.stray_reports,
             "destinations": [d.fields(now) for d in self.destinations.current],
         }
