@@ -147,11 +147,12 @@ class RtpReceiver(Source):
 
     def _on_app(self, app: AppPacket, now: float, addr: object) -> None:
         """An APP packet came in (under the lock): the sender's answers to our clock
-        questions are taken; anything else of ours is counted and dropped."""
+        questions are taken; anything else of ours is counted (``clock_dropped``: the
+        datagram itself is counted as RTCP) and dropped."""
         try:
             packet = parse_time(app)
         except RtpError as err:
-            self.stats.dropped[err.reason] += 1
+            self.sender_clock.drop(err.reason)
             return
         if packet is None:
             return
@@ -165,10 +166,9 @@ class RtpReceiver(Source):
         if not isinstance(packet, TimeResponse) or stream is None or \
                 packet.ssrc != self.rtcp.remote_ssrc or packet.requester != self.ssrc or \
                 (addr[:2] if isinstance(addr, tuple) else addr) != stream.peer:
-            self.stats.dropped["time-stranger"] += 1
+            self.sender_clock.drop("time-stranger")
             return
-        if not self.sender_clock.take(packet, now, stream.extended):
-            self.stats.dropped["time-" + next(reversed(self.sender_clock.dropped))] += 1
+        self.sender_clock.take(packet, now, stream.extended)
 
     def _report_back(self) -> None:
         """A receiver report to where the stream comes from, when due (not to trx: it does

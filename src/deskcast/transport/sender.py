@@ -255,8 +255,7 @@ class RtpSender(Sink):
             return
         dests = self.destinations.current
         if not any(d.addr[0] == source[0] or d.multicast for d in dests):
-            self.timeline.dropped["time-stranger"] = \
-                self.timeline.dropped.get("time-stranger", 0) + 1
+            self.timeline.drop("time-stranger")
             return
         try:
             reply = self.rtcp.application(self.timeline.answer(request, arrived).app())

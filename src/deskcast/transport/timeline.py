@@ -105,15 +105,15 @@ class TimeServer:
         try:
             packet = parse_time(app)
         except RtpError as err:
-            self._drop(err.reason)
+            self.drop(err.reason)
             return None
         if packet is None:
             return None
         if not isinstance(packet, TimeRequest) or packet.sender != self.ssrc:
-            self._drop("time-stranger")
+            self.drop("time-stranger")
             return None
         if not self.line.started:
-            self._drop("time-not-started")
+            self.drop("time-not-started")
             return None
         return packet
 
@@ -123,5 +123,6 @@ class TimeServer:
         self.answered += 1
         return answer(request, self.ssrc, t2_s, t3, self.point(t3))
 
-    def _drop(self, reason: str) -> None:
+    def drop(self, reason: str) -> None:
+        """Count a clock question not answered."""
         self.dropped[reason] = self.dropped.get(reason, 0) + 1

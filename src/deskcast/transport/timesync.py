@@ -178,9 +178,10 @@ class SenderClock:
         self.point_ext = 0
         """:attr:`point`'s RTP time as the stream's extended timestamp."""
         self.dropped: dict[str, int] = {}
-        """Answers not taken, by reason: ``unasked`` (a nonce we have no question for: a
+        """Time packets not taken, by reason: ``unasked`` (a nonce we have no question for: a
         stranger's, or a replay of one answered), ``round-trip`` (negative or longer than
-        ``max_round_trip_s``)."""
+        ``max_round_trip_s``), and what the receiver drops before (``time-stranger``: not
+        from the sender played, or not for us; ``time-length``, ``time-subtype``)."""
         self.answers = 0
 
     # --- asking ------------------------------------------------------------------------
@@ -206,11 +207,11 @@ class SenderClock:
         timestamps (:attr:`point_ext`)."""
         t1 = self._asked.pop(response.nonce, None)
         if t1 is None:
-            return self._drop("unasked")
+            return self.drop("unasked")
         t2, t3 = unix_from_ntp(response.t2_ntp), unix_from_ntp(response.t3_ntp)
         delay = (t4_s - t1) - (t3 - t2)
         if not 0.0 <= delay <= self.max_round_trip_s or t3 < t2:
-            return self._drop("round-trip")
+            return self.drop("round-trip")
         self.answers += 1
         self._samples.append(_Sample((t1 + t4_s) / 2, ((t2 - t1) + (t3 - t4_s)) / 2, delay))
         self.point, self.point_sender_s = response.point, t3
@@ -219,7 +220,8 @@ class SenderClock:
         self._fit()
         return True
 
-    def _drop(self, reason: str) -> bool:
+    def drop(self, reason: str) -> bool:
+        """Count a time packet not taken (always False: nothing was)."""
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
         return False
 
