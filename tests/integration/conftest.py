@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from deskcast.transport.receive.decode import EXPAND_FADE_S, EXPAND_HOLD_S
+from rig import SoundServer
 
 DESKCAST = [sys.executable, "-m", "deskcast"]
 
@@ -44,6 +45,21 @@ class Cli:
         return subprocess.Popen([*DESKCAST, *args], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                                 env=dict(env or self.env))
+
+
+@pytest.fixture
+def pa_env(pulseaudio_server: SoundServer, monkeypatch: pytest.MonkeyPatch
+           ) -> Iterator[SoundServer]:
+    """The private PulseAudio, reset, with its environment in this process (and so in
+    every ``deskcast`` that :class:`Cli` starts)."""
+    server = pulseaudio_server
+    server.reset()
+    for name in server.env_remove:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in server.env_overrides.items():
+        monkeypatch.setenv(name, value)
+    yield server
+    server.reset()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -456,19 +455,11 @@ def silent_blocks(heard: np.ndarray, floor_db: float = -40.0) -> int:
 
 
 @pytest.fixture
-def pa_rooms(pulseaudio_server: SoundServer, monkeypatch: pytest.MonkeyPatch
-             ) -> Iterator[SoundServer]:
+def pa_rooms(pa_env: SoundServer) -> SoundServer:
     """The private PulseAudio with three rooms: null sinks room0, room1, room2."""
-    server = pulseaudio_server
-    server.reset()
-    for name in server.env_remove:
-        monkeypatch.delenv(name, raising=False)
-    for name, value in server.env_overrides.items():
-        monkeypatch.setenv(name, value)
     for room in range(3):
-        server.create_null_sink(f"room{room}", rate=RATE, channels=2)
-    yield server
-    server.reset()
+        pa_env.create_null_sink(f"room{room}", rate=RATE, channels=2)
+    return pa_env
 
 
 def test_one_stream_to_receivers_that_come_and_go(pa_rooms: SoundServer, cli: Cli,
