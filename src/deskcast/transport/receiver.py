@@ -60,8 +60,8 @@ ASK_EVERY_S = (0.02, 0.02) + (0.1,) * 18 + (1.0,)
 quick ones to start on the timeline within a tenth of a second, ten a second for two seconds
 while the rate is measured, then one a second."""
 UNANSWERED_ASKS = 10
-"""After this many questions without an answer (trx, ffmpeg, an older deskcast), ask only
-every ``NO_ANSWER_EVERY_S``."""
+"""After this many questions without an answer (a sender behind a firewall that lets the
+stream through but not the questions), ask only every ``NO_ANSWER_EVERY_S``."""
 NO_ANSWER_EVERY_S = 5.0
 WAIT_FOR_CLOCK_S = 0.3
 """How long a new stream waits for the sender's timeline before it plays without one."""
@@ -190,8 +190,9 @@ class RtpReceiver(Source):
         self.network.send(data, peer)
 
     def _ask_time(self) -> None:
-        """Ask the sender what time it is, when due (:data:`ASK_EVERY_S`)."""
-        if self.playout.schedule is None:
+        """Ask the sender what time it is, when due (:data:`ASK_EVERY_S`): only a sender that
+        announced a timeline is asked (the others would not use the answer, or not answer)."""
+        if self.playout.schedule is None or not self.playout.schedule_announced:
             return
         with self._lock:
             stream = self.admission.stream
